@@ -1,0 +1,526 @@
+"""The MDW distillation loop (stages 2-4): initialise, match trajectories, modulate pixels.
+
+Each iteration samples an expert trajectory and a start epoch ``t`` (``t <
+max_start_epoch``, ``t + expert_epochs <= E``), computes the matching loss of
+``syn_steps`` student steps (:func:`~mdw_kit.distill.matching.match_loss`),
+backpropagates to images, texts, ``P~`` and ``eta``, modulates the pixel
+gradient with the CEO region maps (:mod:`mdw_kit.distill.ceo`; recomputed every
+``ceo_every`` iterations) and steps the optimisers: SGD with momentum for images
+and texts (as MTT / LoRS; a plain SGD step keeps CEO's "mean pixel step
+unchanged"), Adam for ``P~`` logits and ``log eta``. Pixels are clamped to
+``[0, 1]`` after each step (``clamp_pixels``).
+
+Safety: a non-finite loss or gradient, non-finite parameters, or a non-finite /
+non-positive learning rate is caught, logged (``log.txt`` and the ``event`` of
+the iteration's stats), and recovered from by reverting to the last good state
+and halving the image and text step sizes; after ``max_recoveries`` the run
+stops with :class:`FloatingPointError`. Nothing bad is silently continued.
+
+Resume: with a ``run_dir``, ``checkpoints/distill.safetensors`` (distilled set,
+optimiser state, RNG state, CEO maps; JSON header with iteration, step sizes and
+history) is written atomically every ``checkpoint_every`` iterations; a new
+:class:`Distiller` on the same folder continues from it, so a kill loses at most
+one interval and the result equals an uninterrupted run. The final set is saved
+to ``artifacts/distilled/`` (see :meth:`DistilledSet.save`), with region maps
+every ``save_maps_every`` iterations for the region viewer.
+
+Example:
+    >>> import torch
+    >>> from mdw_kit.models import build_model
+    >>> from mdw_kit.models.retrieval import get_flat
+    >>> m = build_model("convnet3", text_dim=16, image_size=32)
+    >>> s = get_flat(m); traj = torch.stack([s + 0.01 * i * torch.randn_like(s) for i in range(4)])
+    >>> cfg = DistillConfig(num_pairs=8, iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=2,
+    ...                     batch_syn=4, lr_init=0.01, progress=False)
+    >>> syn = Distiller(cfg, [traj], m, torch.rand(20, 3, 32, 32), torch.randn(20, 16)).run()
+    >>> syn.num_pairs
+    8
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from mdw_kit.distill.ceo import DEFAULT_CLIP, modulate_pixel_grad, region_maps
+from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
+from mdw_kit.distill.matching import MODES, calibrate_lr, match_loss, sample_batches, tower_groups
+from mdw_kit.distill.synthetic import LR_GROUPS, DistilledSet
+from mdw_kit.runs import ArtifactError, RunDir
+from mdw_kit.utils import pick_device, progress
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoints/distill.safetensors"
+ARTIFACT = "artifacts/distilled"
+# Config fields a resumed run may change (they do not alter the result of the iterations done).
+RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "device", "progress", "max_recoveries")
+
+
+@dataclass
+class DistillConfig:
+    """Settings of one distillation run.
+
+    Attributes:
+        num_pairs: ``M``, the budget of synthetic pairs.
+        iterations: outer iterations.
+        syn_steps: ``N`` student steps per iteration; expert_epochs: ``D``.
+        max_start_epoch: start epochs are drawn from ``[0, max_start_epoch)``.
+        batch_syn: synthetic pairs per student step.
+        lr_img, lr_txt: SGD step sizes of pixels and text embeddings (momentum ``momentum``).
+        lr_corr, lr_lr: Adam step sizes of ``P~`` logits and ``log eta``.
+        lr_init: initial student rate ``eta`` (``None``: calibrated on the buffer, see
+            :func:`~mdw_kit.distill.matching.calibrate_lr`).
+        corr, corr_rank, corr_alpha: correspondence kind (``identity`` / ``full`` / ``lowrank``).
+        ceo_beta, ceo_k, ceo_every, ceo_clip: CEO strength (0 = off), top-k texts per image,
+            map refresh interval, clip of the pixel weights.
+        mode: ``"unroll"`` or ``"constant_memory"``.
+        init, clean_threshold: stage-2 selection method and clean-probability threshold.
+        clamp_pixels: clamp images to ``[0, 1]`` after each step.
+        seed: seeds initial selection, sampling and batches.
+        checkpoint_every, save_maps_every: intervals (iterations); 0 disables.
+        max_recoveries: how many NaN recoveries before giving up.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...; progress: show a progress bar.
+
+    Example:
+        >>> DistillConfig.from_dict(DistillConfig(num_pairs=10).to_dict()).num_pairs
+        10
+    """
+
+    num_pairs: int = 100
+    iterations: int = 500
+    syn_steps: int = 10
+    expert_epochs: int = 2
+    max_start_epoch: int = 10
+    batch_syn: int = 50
+    lr_img: float = 100.0
+    lr_txt: float = 100.0
+    lr_corr: float = 0.05
+    lr_lr: float = 0.01
+    lr_init: float | None = None
+    momentum: float = 0.5
+    corr: str = "full"
+    corr_rank: int = 10
+    corr_alpha: float = 1.0
+    ceo_beta: float = 0.5
+    ceo_k: int = 3
+    ceo_every: int = 10
+    ceo_clip: tuple[float, float] = DEFAULT_CLIP
+    mode: str = "unroll"
+    init: str = "kcenter"
+    clean_threshold: float = 0.5
+    clamp_pixels: bool = True
+    seed: int = 0
+    checkpoint_every: int = 50
+    save_maps_every: int = 50
+    max_recoveries: int = 10
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.ceo_clip = tuple(float(c) for c in self.ceo_clip)
+        if self.mode not in MODES:
+            raise ValueError(f"DistillConfig.mode must be one of {MODES}, got {self.mode!r}")
+        bad = [n for n in ("num_pairs", "iterations", "syn_steps", "expert_epochs", "max_start_epoch",
+                           "batch_syn", "ceo_k", "ceo_every") if getattr(self, n) < 1]
+        bad += [n for n in ("lr_img", "lr_txt", "lr_corr", "lr_lr") if not getattr(self, n) > 0]
+        if self.lr_init is not None and not self.lr_init > 0:
+            bad.append("lr_init")
+        if self.batch_syn < 2 or self.ceo_beta < 0 or not 0 <= self.ceo_clip[0] <= 1 <= self.ceo_clip[1]:
+            bad.append("batch_syn/ceo_beta/ceo_clip")
+        if bad:
+            raise ValueError(f"DistillConfig: invalid values for {bad}: {self.to_dict()}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        d = asdict(self)
+        d["ceo_clip"] = list(self.ceo_clip)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DistillConfig":
+        """Build from a dict; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"unknown DistillConfig keys {extra}; known: {sorted(known)}")
+        return cls(**d)
+
+
+class TrajectoryList:
+    """A buffer stand-in over in-memory trajectories ``[E + 1, P]`` (tests, notebooks).
+
+    Example:
+        >>> import torch
+        >>> TrajectoryList([torch.zeros(3, 5)]).num_epochs
+        2
+    """
+
+    def __init__(self, trajectories: Sequence[torch.Tensor], model_config: dict | None = None):
+        if not trajectories:
+            raise ValueError("need at least one trajectory")
+        self._t = [t.float() for t in trajectories]
+        if len({tuple(t.shape) for t in self._t}) != 1 or self._t[0].ndim != 2:
+            raise ValueError(f"trajectories must all be [E + 1, P]; got {[list(t.shape) for t in self._t]}")
+        self.index = {"model_config": model_config}
+
+    @property
+    def num_trajectories(self) -> int:
+        return len(self._t)
+
+    @property
+    def num_epochs(self) -> int:
+        return int(self._t[0].shape[0] - 1)
+
+    def trajectory(self, i: int) -> torch.Tensor:
+        return self._t[i]
+
+
+def _as_buffer(buffer: Any) -> Any:
+    if isinstance(buffer, (list, tuple)):
+        return TrajectoryList(buffer)
+    if not hasattr(buffer, "trajectory") or not hasattr(buffer, "num_trajectories"):
+        raise TypeError("buffer must be an ExpertBuffer (trajectory(i), num_trajectories) or a list of "
+                        f"[E + 1, P] tensors, got {type(buffer).__name__}")
+    return buffer
+
+
+def _as_model(model_cfg: Any, buffer: Any) -> nn.Module:
+    if isinstance(model_cfg, nn.Module):
+        return copy.deepcopy(model_cfg)
+    from mdw_kit.models.towers import ModelConfig
+    if model_cfg is None:
+        model_cfg = getattr(buffer, "index", {}).get("model_config")
+        if model_cfg is None:
+            raise ValueError("no model_cfg given and the buffer's index has no 'model_config'")
+    if isinstance(model_cfg, dict):
+        model_cfg = ModelConfig.from_dict(model_cfg)
+    return model_cfg.build()
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+class Distiller:
+    """Runs MDW distillation; see the module docstring.
+
+    Args:
+        cfg: :class:`DistillConfig`.
+        buffer: an :class:`~mdw_kit.experts.buffer.ExpertBuffer` or a list of trajectories.
+        model_cfg: a ``ModelConfig`` (or its dict, or a built model); ``None``: the buffer's.
+        real_images: ``[N, 3, H, W]`` training pixels (uint8, or float in ``[0, 1]``), one per pair.
+        real_text: ``[N, d]`` frozen caption embeddings of the same pairs.
+        p_clean: ``[N]`` consensus clean probabilities (default: the buffer's, else all clean).
+        run_dir: folder for checkpoints, log and the final artifact (``None``: in memory only).
+        callback: ``callback(iteration, stats)`` after each iteration (live widgets).
+    """
+
+    def __init__(self, cfg: DistillConfig, buffer: Any, model_cfg: Any, real_images: torch.Tensor,
+                 real_text: torch.Tensor, p_clean: torch.Tensor | None = None,
+                 run_dir: str | Path | RunDir | None = None,
+                 callback: Callable[[int, dict], Any] | None = None):
+        self.cfg, self.callback = cfg, callback
+        self.buffer = _as_buffer(buffer)
+        self.device = pick_device(cfg.device)
+        self.model = _as_model(model_cfg, self.buffer).to(self.device)
+        self.groups = tower_groups(self.model).to(self.device)
+        self.run_dir = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
+        self._check_data(real_images, real_text)
+        self.real_images, self.real_text = real_images, real_text
+        if p_clean is None and hasattr(self.buffer, "consensus_p_clean"):
+            try:
+                p_clean = self.buffer.consensus_p_clean
+            except ArtifactError:
+                p_clean = None
+        self.p_clean = p_clean
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.history: list[dict] = []
+        self.iteration, self.recoveries = 0, 0
+        self.ceo_maps: torch.Tensor | None = None
+        self.syn: DistilledSet | None = None
+        self.opts: dict[str, torch.optim.Optimizer] = {}
+        self._good: dict | None = None
+
+    # ------------------------------------------------------------ checks
+    def _check_data(self, images: torch.Tensor, text: torch.Tensor) -> None:
+        E = self.num_epochs
+        if self.cfg.expert_epochs > E:
+            raise ValueError(f"expert_epochs={self.cfg.expert_epochs} exceeds the trajectories' {E} epochs")
+        n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        if self.buffer.trajectory(0).shape[1] != n:
+            raise ArtifactError(f"trajectories hold {self.buffer.trajectory(0).shape[1]} parameters; "
+                                f"the model has {n} trainable ones: wrong model_cfg for this buffer?")
+        if images.ndim != 4 or len(images) != len(text) or len(images) < self.cfg.num_pairs:
+            raise ValueError(f"need real_images [N, 3, H, W] and real_text [N, d] with N >= num_pairs="
+                             f"{self.cfg.num_pairs}; got {list(images.shape)} and {list(text.shape)}")
+
+    @property
+    def num_epochs(self) -> int:
+        return int(self.buffer.trajectory(0).shape[0] - 1)
+
+    # ------------------------------------------------------------ setup
+    def initialise(self) -> DistilledSet:
+        """Stage 2: pick the starting pairs, build the set, the optimisers and the student rates."""
+        cfg = self.cfg
+        emb = pair_embeddings(self.real_images, self.real_text)
+        idx = select_initial_pairs(self.p_clean, emb, cfg.num_pairs, cfg.init, cfg.clean_threshold, cfg.seed)
+        meta = {"config": cfg.to_dict(), "model_config": self._model_config_dict(),
+                "init": cfg.init, "num_real_pairs": int(len(self.real_images))}
+        syn = DistilledSet.from_pairs(self.real_images, self.real_text, idx, corr=cfg.corr, rank=cfg.corr_rank,
+                                      alpha=cfg.corr_alpha, lr_init=cfg.lr_init or 0.01, meta=meta)
+        self.syn = syn.to(self.device)
+        if cfg.lr_init is None:
+            lrs = calibrate_lr(self.model, self.syn, self._calibration_cases(), cfg.syn_steps,
+                               cfg.batch_syn, seed=cfg.seed)
+            with torch.no_grad():
+                self.syn.log_lr.copy_(torch.tensor(lrs).log())
+            self.syn.meta["lr_calibrated"] = dict(zip(LR_GROUPS, lrs))
+        self._make_optimisers()
+        return self.syn
+
+    def _model_config_dict(self) -> dict | None:
+        mc = getattr(self.model, "model_config", None)
+        return mc.to_dict() if hasattr(mc, "to_dict") else mc
+
+    def _calibration_cases(self, num: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.cfg.seed + 7919)
+        return [self._pair(*self._draw_start(g))[:2] for _ in range(num)]
+
+    def _make_optimisers(self) -> None:
+        cfg, syn = self.cfg, self.syn
+        self.opts = {"images": torch.optim.SGD([syn.images], lr=cfg.lr_img, momentum=cfg.momentum),
+                     "text": torch.optim.SGD([syn.text], lr=cfg.lr_txt, momentum=cfg.momentum),
+                     "lr": torch.optim.Adam([syn.log_lr], lr=cfg.lr_lr)}
+        corr_params = list(syn.corr.parameters())
+        if corr_params:
+            self.opts["corr"] = torch.optim.Adam(corr_params, lr=cfg.lr_corr)
+
+    # ------------------------------------------------------------ sampling
+    def _draw_start(self, g: torch.Generator) -> tuple[int, int]:
+        hi = max(1, min(self.cfg.max_start_epoch, self.num_epochs - self.cfg.expert_epochs + 1))
+        i = int(torch.randint(self.buffer.num_trajectories, (1,), generator=g))
+        return i, int(torch.randint(hi, (1,), generator=g))
+
+    def _pair(self, i: int, t: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        traj = self.buffer.trajectory(i)
+        return traj[t].to(self.device), traj[t + self.cfg.expert_epochs].to(self.device), i, t
+
+    # ------------------------------------------------------------ main loop
+    def run(self) -> DistilledSet:
+        """Run (or resume) to ``cfg.iterations``; returns the distilled set (also saved in ``run_dir``)."""
+        cfg = self.cfg
+        if not self._resume():
+            self.initialise()
+            self._record_maps(0)
+        self._good = self._snapshot()
+        todo = range(self.iteration + 1, cfg.iterations + 1)
+        for it in progress(todo, desc="distill", total=len(todo), enabled=None if cfg.progress else False):
+            stats = self.step(it)
+            if cfg.save_maps_every and it % cfg.save_maps_every == 0:
+                self._record_maps(it)
+            if self.run_dir is not None and (it == cfg.iterations or
+                                             (cfg.checkpoint_every and it % cfg.checkpoint_every == 0)):
+                self.save_checkpoint()
+            if self.callback is not None:
+                self.callback(it, stats)
+        if self.run_dir is not None:
+            self.syn.save(self.run_dir / ARTIFACT)
+            self.run_dir.update_metrics(distill=self.summary())
+        return self.syn
+
+    def step(self, it: int) -> dict:
+        """One iteration: sample, match, backpropagate, CEO-modulate, step; returns its stats."""
+        t0 = time.perf_counter()
+        problem = self._check_state()
+        if problem is not None:
+            return self._finish(it, self._recover(problem, it), t0, {})
+        start, target, ti, t = self._pair(*self._draw_start(self.gen))
+        batches = sample_batches(self.syn.num_pairs, self.cfg.syn_steps, self.cfg.batch_syn, self.gen)
+        if self.cfg.ceo_beta > 0 and (self.ceo_maps is None or (it - 1) % self.cfg.ceo_every == 0):
+            self.ceo_maps = self._maps()
+        for opt in self.opts.values():
+            opt.zero_grad(set_to_none=True)
+        out = match_loss(self.model, self.syn, start, target, self.cfg.syn_steps, self.cfg.batch_syn,
+                         self.cfg.mode, batches=batches, groups=self.groups)
+        stats = {"trajectory": ti, "start_epoch": t, "loss": float(out.loss.detach()),
+                 **{f"loss_{g}": v for g, v in out.parts.items()}}
+        problem = None if math.isfinite(stats["loss"]) else f"non-finite matching loss {stats['loss']}"
+        if problem is None:
+            out.loss.backward()
+            problem = self._apply_step(stats)
+        event = self._recover(problem, it) if problem is not None else None
+        if event is None:
+            self._good = self._snapshot()
+        return self._finish(it, event, t0, stats)
+
+    def _apply_step(self, stats: dict) -> str | None:
+        syn = self.syn
+        stats.update({f"grad_{n}": float(p.grad.norm()) if p.grad is not None else 0.0
+                      for n, p in (("images", syn.images), ("text", syn.text), ("lr", syn.log_lr))})
+        stats["grad_corr"] = float(sum(p.grad.norm() ** 2 for p in syn.corr.parameters()
+                                       if p.grad is not None) ** 0.5)
+        bad = [k for k in ("grad_images", "grad_text", "grad_lr", "grad_corr") if not math.isfinite(stats[k])]
+        if bad:
+            return f"non-finite gradients ({', '.join(bad)})"
+        if self.cfg.ceo_beta > 0:
+            syn.images.grad = modulate_pixel_grad(syn.images.grad, self.ceo_maps.to(syn.images.device),
+                                                  self.cfg.ceo_beta, self.cfg.ceo_clip)
+        before = syn.images.detach().clone()
+        for opt in self.opts.values():
+            opt.step()
+        stats["pixel_step"] = float((syn.images.detach() - before).abs().mean())
+        if self.cfg.clamp_pixels:
+            with torch.no_grad():
+                syn.images.clamp_(0.0, 1.0)
+        return self._check_state()
+
+    def _check_state(self) -> str | None:
+        lr = self.syn.lr().detach()
+        if not bool(torch.isfinite(lr).all()) or not bool((lr > 0).all()):
+            return f"student learning rate not positive and finite: {lr.tolist()}"
+        for name, p in self.syn.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                return f"non-finite values in '{name}'"
+        return None
+
+    def _finish(self, it: int, event: str | None, t0: float, stats: dict) -> dict:
+        self.iteration = it
+        eta = self.syn.learning_rates()
+        stats.update({"iteration": it, "eta_image": eta["image"], "eta_text": eta["text"],
+                      "lr_img": self.opts["images"].param_groups[0]["lr"],
+                      "lr_txt": self.opts["text"].param_groups[0]["lr"], "event": event,
+                      "recoveries": self.recoveries, "time": time.perf_counter() - t0})
+        self.history.append({k: _finite_or_none(v) if isinstance(v, float) else v for k, v in stats.items()})
+        return stats
+
+    # ------------------------------------------------------------ recovery
+    def _snapshot(self) -> dict:
+        return {"syn": {k: v.detach().clone() for k, v in self.syn.state_dict().items()},
+                "opts": {n: copy.deepcopy(o.state_dict()) for n, o in self.opts.items()}}
+
+    def _recover(self, problem: str, it: int) -> str:
+        self.recoveries += 1
+        self.syn.load_state_dict(self._good["syn"])
+        for n, o in self.opts.items():
+            o.load_state_dict(copy.deepcopy(self._good["opts"][n]))
+        for n in ("images", "text"):
+            for g in self.opts[n].param_groups:
+                g["lr"] *= 0.5
+        msg = (f"iteration {it}: {problem}; reverted to the last good state and halved the image/text "
+               f"step sizes to {self.opts['images'].param_groups[0]['lr']:.4g} / "
+               f"{self.opts['text'].param_groups[0]['lr']:.4g} (recovery {self.recoveries})")
+        log.warning(msg)
+        if self.run_dir is not None:
+            self.run_dir.log(msg)
+        if self.recoveries > self.cfg.max_recoveries:
+            raise FloatingPointError(f"distillation gave up after {self.recoveries} recoveries; last: {msg}")
+        return msg
+
+    # ------------------------------------------------------------ maps
+    def _map_flat(self) -> torch.Tensor:
+        """Parameters the region maps are computed with: the last epoch of trajectory 0."""
+        return self.buffer.trajectory(0)[-1].to(self.device)
+
+    def _maps(self) -> torch.Tensor:
+        return region_maps(self.model, self._map_flat(), self.syn.images.detach(), self.syn.text.detach(),
+                           self.syn.corr.matrix().detach(), k=self.cfg.ceo_k)
+
+    def _record_maps(self, it: int) -> None:
+        if self.cfg.save_maps_every:
+            self.syn.record_maps(it, self._maps())
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate_matching(self, num: int = 4, seed: int = 12345) -> float:
+        """Mean matching loss (no gradient) over ``num`` fixed (trajectory, start, batches) draws.
+
+        The same ``seed`` gives the same draws, so values before and after training compare.
+        """
+        if self.syn is None:
+            self.initialise()
+        g, total = torch.Generator().manual_seed(seed), 0.0
+        for _ in range(num):
+            start, target, _, _ = self._pair(*self._draw_start(g))
+            batches = sample_batches(self.syn.num_pairs, self.cfg.syn_steps, self.cfg.batch_syn, g)
+            with torch.no_grad():
+                out = match_loss(self.model, self.syn, start, target, self.cfg.syn_steps, self.cfg.batch_syn,
+                                 "constant_memory", batches=batches, groups=self.groups)
+            total += float(out.loss)
+        return total / num
+
+    def summary(self) -> dict[str, Any]:
+        """Iterations done, recoveries, first / last losses and the learned student rates."""
+        losses = [h["loss"] for h in self.history if h.get("loss") is not None]
+        return {"iterations": self.iteration, "recoveries": self.recoveries,
+                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+                "eta": self.syn.learning_rates() if self.syn is not None else None}
+
+    # ------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/distill.safetensors`` atomically (needs a ``run_dir``)."""
+        if self.run_dir is None:
+            raise ValueError("save_checkpoint needs a run_dir")
+        tensors = {f"syn.{k}": v for k, v in self.syn.tensors().items()}
+        tensors["rng"] = self.gen.get_state()
+        if self.ceo_maps is not None:
+            tensors["ceo_maps"] = self.ceo_maps
+        opt_meta = {}
+        for name, opt in self.opts.items():
+            t, opt_meta[name] = _opt_to_tensors(opt.state_dict())
+            tensors.update({f"opt.{name}.{k}": v for k, v in t.items()})
+        meta = {"iteration": self.iteration, "recoveries": self.recoveries, "config": self.cfg.to_dict(),
+                "syn_config": self.syn.config(), "optimisers": opt_meta, "history": self.history}
+        return self.run_dir.save_tensors(CHECKPOINT, tensors, meta)
+
+    def _resume(self) -> bool:
+        if self.run_dir is None or not self.run_dir.exists(CHECKPOINT):
+            return False
+        tensors, meta = self.run_dir.load_tensors(CHECKPOINT)
+        self._check_resume_config(meta.get("config", {}))
+        syn_t = {k[len("syn."):]: v for k, v in tensors.items() if k.startswith("syn.")}
+        self.syn = DistilledSet._from_saved(meta["syn_config"], syn_t, self.run_dir / CHECKPOINT).to(self.device)
+        self._make_optimisers()
+        for name, opt in self.opts.items():
+            sub = {k[len(f"opt.{name}."):]: v for k, v in tensors.items() if k.startswith(f"opt.{name}.")}
+            opt.load_state_dict(_opt_from_tensors(sub, meta["optimisers"][name], self.device))
+        self.gen.set_state(tensors["rng"])
+        self.ceo_maps = tensors.get("ceo_maps")
+        self.iteration, self.recoveries = int(meta["iteration"]), int(meta["recoveries"])
+        self.history = list(meta["history"])
+        if self.run_dir is not None:
+            self.run_dir.log(f"distillation resumed from iteration {self.iteration}")
+        return True
+
+    def _check_resume_config(self, saved: dict) -> None:
+        now = self.cfg.to_dict()
+        diff = sorted(k for k in set(now) | set(saved)
+                      if k not in RESUMABLE_CHANGES and now.get(k) != saved.get(k))
+        if diff:
+            raise ArtifactError(f"{self.run_dir / CHECKPOINT}: checkpoint was written with other settings for "
+                                f"{diff}; use a new run folder or the same settings")
+
+
+def _opt_to_tensors(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimiser state dict -> (tensors, JSON meta); non-tensor state values go into the meta."""
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _opt_from_tensors(tensors: dict[str, torch.Tensor], meta: dict, device: torch.device) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v.to(device) if isinstance(v, torch.Tensor) and k != "step" else v
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -1,0 +1,340 @@
+"""Retrieval evaluation: TR/IR@K and R-sum, multi-caption aware, and seed-averaged fits.
+
+Similarities are ``[num_images, num_captions]`` and ``pair_image[c]`` is the image of
+caption ``c``. Image-to-text (TR@K): an image is a hit when ANY of its captions ranks in
+its top K captions. Text-to-image (IR@K): a caption is a hit when its image ranks in
+its top K images. Ties are broken pessimistically: a wrong candidate scoring equal to
+the correct one ranks above it, so a constant model scores 0 (never a lucky hit).
+
+:func:`fit_and_evaluate` trains fresh models across seeds, picks each seed's epoch on
+the validation split, and evaluates that state on the test split exactly once.
+
+Example:
+    >>> import torch
+    >>> m = retrieval_metrics(torch.eye(3), torch.arange(3))
+    >>> m["R-sum"]
+    600.0
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from mdw_kit.data.base import DataError, PairDataset
+from mdw_kit.train import TrainConfig, _model_device, to_pixels, train_contrastive
+
+Split = tuple  # (PairDataset, text_emb) or (pixels [I,3,H,W], text_emb [P,d], pair_image [P])
+
+
+# ----------------------------------------------------------------- metrics
+def _check_sim(sim: torch.Tensor, pair_image: torch.Tensor) -> None:
+    if sim.ndim != 2:
+        raise ValueError(f"sim must be [num_images, num_captions], got {tuple(sim.shape)}")
+    if pair_image.ndim != 1 or pair_image.numel() != sim.shape[1]:
+        raise ValueError(f"pair_image must have one entry per caption ({sim.shape[1]}), "
+                         f"got shape {tuple(pair_image.shape)}")
+    if sim.shape[1] == 0 or sim.shape[0] == 0:
+        raise ValueError("sim is empty: nothing to evaluate")
+    if int(pair_image.min()) < 0 or int(pair_image.max()) >= sim.shape[0]:
+        raise ValueError(f"pair_image values must lie in [0, {sim.shape[0]})")
+    if not bool(torch.isfinite(sim).all()):
+        raise ValueError("sim contains NaN or infinite values")
+
+
+def _ranks(sim: torch.Tensor, pair_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based pessimistic ranks: best correct caption per image (images with captions), image per caption."""
+    num_img, num_cap = sim.shape
+    correct = pair_image.view(1, -1) == torch.arange(num_img).view(-1, 1)  # [I, C]
+    has_cap = correct.any(dim=1)
+    best = sim.masked_fill(~correct, float("-inf")).amax(dim=1, keepdim=True)
+    tr_rank = ((sim >= best) & ~correct).sum(dim=1)[has_cap]
+    pos = sim[pair_image, torch.arange(num_cap)].view(1, -1)
+    ir_rank = ((sim >= pos) & ~correct).sum(dim=0)
+    return tr_rank, ir_rank
+
+
+def retrieval_metrics(sim: torch.Tensor, pair_image: torch.Tensor,
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """TR@k, IR@k (percent, 0..100) and R-sum (their sum) of an image x caption similarity.
+
+    Images without any caption are left out of TR. Ties count against the query
+    (pessimistic), so results are deterministic and a constant ``sim`` scores 0 at
+    every k below the number of candidates.
+
+    Example:
+        >>> import torch
+        >>> sim = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.7, 0.95]])  # captions 0 and 2 are image 0's
+        >>> m = retrieval_metrics(sim, torch.tensor([0, 1, 0]), ks=(1,))
+        >>> m["TR@1"], round(m["IR@1"], 2)  # image 1 loses to caption 2; caption 2 finds image 0 second
+        (50.0, 66.67)
+    """
+    sim = torch.as_tensor(sim).detach().float().cpu()
+    pair_image = torch.as_tensor(pair_image, dtype=torch.long).cpu()
+    _check_sim(sim, pair_image)
+    tr_rank, ir_rank = _ranks(sim, pair_image)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"TR@{k}"] = 100.0 * float((tr_rank < k).double().mean())
+    for k in ks:
+        out[f"IR@{k}"] = 100.0 * float((ir_rank < k).double().mean())
+    out["R-sum"] = float(sum(out.values()))
+    return out
+
+
+# --------------------------------------------------------------- embedding
+@torch.no_grad()
+def _embed(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor,
+           batch_size: int, pixels: bool) -> torch.Tensor:
+    dev = _model_device(model)
+    parts = []
+    for i in range(0, int(data.shape[0]), batch_size):
+        chunk = data[i:i + batch_size]
+        x = to_pixels(chunk, dev) if pixels else chunk.to(dev).float()
+        parts.append(fn(x).float().cpu())
+    return torch.cat(parts)
+
+
+def embed_arrays(model: nn.Module, images: torch.Tensor, text_emb: torch.Tensor,
+                 batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised joint embeddings ``([I, D], [P, D])`` of images and caption embeddings.
+
+    Eval mode, no grad, float32 (the model's training mode is restored).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
+        >>> m = RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        >>> [e.shape[0] for e in embed_arrays(m, torch.rand(3, 3, 8, 8), torch.randn(5, 8))]
+        [3, 5]
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        img = _embed(model, model.encode_image, images, batch_size, pixels=True)
+        txt = _embed(model, model.encode_text, text_emb, batch_size, pixels=False)
+    finally:
+        model.train(was_training)
+    return img, txt
+
+
+def _check_split_text(ds: PairDataset, text_emb: torch.Tensor) -> None:
+    if text_emb.ndim != 2 or int(text_emb.shape[0]) != len(ds):
+        raise DataError(f"field 'text_emb': expected one row per caption of the split "
+                        f"([{len(ds)}, d]), got {tuple(text_emb.shape)}")
+
+
+def embed_split(model: nn.Module, ds: PairDataset, text_emb: torch.Tensor,
+                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of a split's unique images ``[I, D]`` and of its captions ``[P, D]``.
+
+    ``text_emb`` holds the split's caption embeddings (row ``c`` for ``ds.captions[c]``).
+
+    Example:
+        >>> import torch, numpy as np
+        >>> from torch import nn
+        >>> from mdw_kit.data.base import PairDataset
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
+        >>> ds = PairDataset(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), ["a", "b"],
+        ...                  np.array(["test"] * 2), ["x", "y", "z"], torch.tensor([0, 1, 1]))
+        >>> m = RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        >>> [e.shape[0] for e in embed_split(m, ds, torch.randn(3, 8))]
+        [2, 3]
+    """
+    text_emb = torch.as_tensor(text_emb)
+    _check_split_text(ds, text_emb)
+    return embed_arrays(model, ds.images, text_emb, batch_size)
+
+
+def evaluate_arrays(model: nn.Module, images: torch.Tensor, text_emb: torch.Tensor,
+                    pair_image: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
+    """Retrieval metrics of ``model`` on unique ``images``, captions ``text_emb`` and ``pair_image``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
+        >>> m = RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        >>> 0 <= evaluate_arrays(m, torch.rand(4, 3, 8, 8), torch.randn(4, 8), torch.arange(4))["R-sum"] <= 600
+        True
+    """
+    img, txt = embed_arrays(model, images, torch.as_tensor(text_emb), batch_size)
+    return retrieval_metrics(img @ txt.T, torch.as_tensor(pair_image, dtype=torch.long))
+
+
+def evaluate_model(model: nn.Module, ds: PairDataset, text_emb: torch.Tensor,
+                   batch_size: int = 256) -> dict[str, float]:
+    """TR/IR@1/5/10 and R-sum of ``model`` on a split (eval mode, no grad).
+
+    Example:
+        >>> import torch, numpy as np
+        >>> from torch import nn
+        >>> from mdw_kit.data.base import PairDataset
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
+        >>> ds = PairDataset(torch.randint(0, 255, (3, 3, 8, 8), dtype=torch.uint8), list("abc"),
+        ...                  np.array(["val"] * 3), ["x", "y", "z"], torch.arange(3))
+        >>> m = RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        >>> sorted(evaluate_model(m, ds, torch.randn(3, 8)))[:2]
+        ['IR@1', 'IR@10']
+    """
+    img, txt = embed_split(model, ds, text_emb, batch_size)
+    return retrieval_metrics(img @ txt.T, ds.pair_image)
+
+
+def evaluate_val(model: nn.Module, split: Split, batch_size: int = 256) -> dict[str, float]:
+    """Metrics on ``(PairDataset, text_emb)`` or ``(pixels, text_emb, pair_image)``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
+        >>> m = RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        >>> "R-sum" in evaluate_val(m, (torch.rand(2, 3, 8, 8), torch.randn(2, 8), torch.arange(2)))
+        True
+    """
+    if isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], PairDataset):
+        return evaluate_model(model, split[0], split[1], batch_size)
+    if isinstance(split, (tuple, list)) and len(split) == 3:
+        return evaluate_arrays(model, split[0], split[1], split[2], batch_size)
+    raise TypeError("an evaluation split must be (PairDataset, text_emb) or "
+                    f"(pixels, text_emb, pair_image); got {type(split).__name__}")
+
+
+# ------------------------------------------------------------- summaries
+def summarize(metrics: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single entry) per metric key.
+
+    Example:
+        >>> summarize([{"R-sum": 100.0}, {"R-sum": 200.0}])
+        ({'R-sum': 150.0}, {'R-sum': 70.71067811865476})
+    """
+    if not metrics:
+        raise ValueError("summarize needs at least one metrics dict")
+    keys = list(metrics[0])
+    mean, sd = {}, {}
+    for k in keys:
+        vals = [float(m[k]) for m in metrics]
+        mu = sum(vals) / len(vals)
+        mean[k] = mu
+        sd[k] = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return mean, sd
+
+
+def _cell(v: Any, digits: int) -> str:
+    if isinstance(v, (tuple, list)) and len(v) == 2:
+        return f"{float(v[0]):.{digits}f} ± {float(v[1]):.{digits}f}"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return "" if v is None else str(v)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+                 digits: int = 1) -> str:
+    """An aligned plain-text table; one dict per row, a ``(mean, sd)`` value prints as ``mean ± sd``.
+
+    Columns default to the keys in order of first appearance; text columns are left-aligned,
+    numbers right-aligned.
+
+    Example:
+        >>> print(format_table([{"method": "full", "R-sum": 350.04}, {"method": "random", "R-sum": (117.0, 3.2)}]))
+        method        R-sum
+        ------  -----------
+        full          350.0
+        random  117.0 ± 3.2
+    """
+    cols = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[_cell(r.get(c), digits) for c in cols] for r in rows]
+    numeric = [all(isinstance(r.get(c), (int, float, tuple, list)) or r.get(c) is None for r in rows)
+               for c in cols]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+
+    def line(vals: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(vals, widths, numeric)).rstrip()
+
+    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+# ------------------------------------------------------ select-and-test
+class _BestState:
+    """Callback keeping a CPU copy of the state of the best validation R-sum epoch (earliest on ties)."""
+
+    def __init__(self, user: Callable | None, seed: int):
+        self.user, self.seed = user, seed
+        self.best_rsum, self.best_epoch, self.state = -math.inf, None, None
+
+    def __call__(self, epoch: int, model: nn.Module, stats: dict) -> None:
+        val = stats.get("val")
+        if val is not None and val["R-sum"] > self.best_rsum:
+            self.best_rsum, self.best_epoch = val["R-sum"], epoch
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if self.user is not None:
+            self.user(epoch, model, dict(stats, seed=self.seed))
+
+
+def _fit_one(model_fn: Callable[[int], nn.Module], train_images: torch.Tensor, train_text: torch.Tensor,
+             cfg: TrainConfig, val: Split, test: Split, seed: int, weights: Any, targets: Any,
+             callback: Callable | None) -> dict[str, Any]:
+    """Train one seed, restore its best-val state, evaluate test once."""
+    torch.manual_seed(seed)
+    model = model_fn(seed)
+    keeper = _BestState(callback, seed)
+    t0 = time.perf_counter()
+    history = train_contrastive(model, train_images, train_text, replace(cfg, seed=seed),
+                                weights=weights, targets=targets, val=val, callback=keeper)
+    train_time = time.perf_counter() - t0
+    if keeper.state is None:
+        raise ValueError("no validation metrics were computed: need epochs >= 1")
+    model.load_state_dict(keeper.state)
+    val_metrics = next(h["val"] for h in history if h["epoch"] == keeper.best_epoch)
+    test_metrics = evaluate_val(model, test, max(cfg.batch_size, 256))
+    return {"seed": seed, "best_epoch": keeper.best_epoch, "val": val_metrics, "test": test_metrics,
+            "train_time_s": train_time, "history": history}
+
+
+def fit_and_evaluate(model_fn: Callable[[int], nn.Module], train_images: torch.Tensor,
+                     train_text: torch.Tensor, cfg: TrainConfig, val: Split, test: Split,
+                     seeds: Sequence[int] = (0, 1, 2), weights: Any = None, targets: Any = None,
+                     callback: Callable | None = None) -> dict[str, Any]:
+    """Train a fresh model per seed, choose its epoch on VAL, evaluate that state on TEST once.
+
+    Args:
+        model_fn: ``model_fn(seed)`` builds a fresh model.
+        train_images, train_text, weights, targets: as :func:`~mdw_kit.train.train_contrastive`.
+        cfg: training settings; ``cfg.seed`` is replaced by each seed.
+        val, test: ``(PairDataset split, text_emb)`` (or ``(pixels, text_emb, pair_image)``).
+        callback: forwarded ``callback(epoch, model, stats)``; stats also carry ``seed``.
+
+    The best epoch is the one of highest val R-sum (earliest on ties) among evaluated epochs.
+    Returns ``{"per_seed": [{seed, best_epoch, val, test, train_time_s, history}],
+    "mean": {...}, "sd": {...}, "best_epochs": [...]}`` with mean / sample sd of the test metrics.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
+        >>> def make(seed):
+        ...     return RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        >>> x, t = torch.rand(8, 3, 8, 8), torch.randn(8, 8)
+        >>> split = (x[:4], t[:4], torch.arange(4))
+        >>> r = fit_and_evaluate(make, x, t, TrainConfig(epochs=2, batch_size=4, device="cpu"),
+        ...                      split, split, seeds=(0,))
+        >>> r["sd"]["R-sum"], len(r["best_epochs"])
+        (0.0, 1)
+    """
+    if not seeds:
+        raise ValueError("fit_and_evaluate needs at least one seed")
+    per_seed = [_fit_one(model_fn, train_images, train_text, cfg, val, test, int(s), weights, targets,
+                         callback) for s in seeds]
+    mean, sd = summarize([r["test"] for r in per_seed])
+    return {"per_seed": per_seed, "mean": mean, "sd": sd,
+            "best_epochs": [r["best_epoch"] for r in per_seed]}
+
+
+__all__ = ["retrieval_metrics", "embed_split", "embed_arrays", "evaluate_model", "evaluate_arrays",
+           "evaluate_val", "fit_and_evaluate", "summarize", "format_table"]

@@ -1,0 +1,365 @@
+"""Static matplotlib helpers: region overlays, pair grids, noise histograms, correspondence maps.
+
+Visual helpers live apart from the algorithms (as captum keeps
+``visualize_image_attr`` apart from its attribution methods). Every plotting
+function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``,
+so nothing here touches global state or imports a Jupyter package; the widget
+layer displays these figures as the static fallback of each widget.
+
+Example:
+    >>> import torch
+    >>> img = torch.rand(3, 16, 16)
+    >>> heat = torch.zeros(4, 4); heat[1, 2] = 1.0
+    >>> overlay_region(img, heat, alpha=0.5).shape
+    (16, 16, 3)
+    >>> pointing_game(heat[None], [[{"label": "red circle", "box": [8, 4, 12, 8]}]], [["red circle"]],
+    ...               image_size=16)
+    1.0
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+# ---------------------------------------------------------------- conversions
+def to_hwc(image: ArrayLike) -> np.ndarray:
+    """An image as float ``[H, W, 3]`` in ``[0, 1]``.
+
+    Accepts ``[3, H, W]`` or ``[H, W, 3]``, uint8 (0..255) or float (0..1, clipped).
+
+    Example:
+        >>> to_hwc(torch.zeros(3, 4, 5, dtype=torch.uint8)).shape
+        (4, 5, 3)
+    """
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim != 3:
+        raise ValueError(f"image: expected 3 dimensions ([3,H,W] or [H,W,3]), got shape {arr.shape}")
+    if arr.shape[0] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(1, 2, 0)
+    if arr.shape[-1] != 3:
+        raise ValueError(f"image: expected 3 colour channels, got shape {arr.shape}")
+    arr = arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float64)
+    return np.clip(arr, 0.0, 1.0)
+
+
+def resize_map(region: ArrayLike, size: int | tuple[int, int]) -> np.ndarray:
+    """A 2-D map resized (bilinear) to ``size`` and scaled to ``[0, 1]`` (a flat map becomes zeros).
+
+    Example:
+        >>> resize_map(np.eye(2), 4).shape
+        (4, 4)
+    """
+    m = torch.as_tensor(np.asarray(region.detach().cpu() if isinstance(region, torch.Tensor) else region),
+                        dtype=torch.float32)
+    if m.ndim != 2:
+        raise ValueError(f"region map: expected [h, w], got shape {tuple(m.shape)}")
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(m.shape) != hw:
+        m = torch.nn.functional.interpolate(m[None, None], size=hw, mode="bilinear", align_corners=False)[0, 0]
+    m = m.numpy().astype(np.float64)
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+def overlay_region(image: ArrayLike, region: ArrayLike, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Blend a region map (any resolution) over an image: ``(1 - a*m) * image + a*m * colour(m)``.
+
+    The map is resized to the image, scaled to ``[0, 1]`` and coloured with
+    ``cmap``; each pixel's blend weight is ``alpha`` times its map value, so
+    unemphasised regions keep their own colours. ``alpha=0`` returns the image.
+
+    Example:
+        >>> out = overlay_region(torch.ones(3, 8, 8), torch.rand(2, 2), alpha=0.0)
+        >>> float(out.min())
+        1.0
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    img = to_hwc(image)
+    m = resize_map(region, img.shape[:2])
+    colour = colormaps[cmap](m)[..., :3]
+    w = alpha * m[..., None]
+    return (1.0 - w) * img + w * colour
+
+
+# ---------------------------------------------------------------- figures
+def plot_pairs(images: ArrayLike | Sequence[ArrayLike], captions: Sequence[str],
+               titles: Sequence[str] | None = None, ncols: int = 4,
+               flags: Sequence[bool] | None = None, wrap: int = 28) -> Figure:
+    """A grid of image-caption pairs; ``flags`` (True = suspect) draws a red frame.
+
+    Example:
+        >>> fig = plot_pairs(torch.rand(2, 3, 8, 8), ["a red circle", "a blue square"])
+        >>> len(fig.axes)
+        2
+    """
+    n = len(captions)
+    if len(images) != n:
+        raise ValueError(f"plot_pairs: {len(images)} images but {n} captions")
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig = Figure(figsize=(2.4 * ncols, 2.9 * nrows), layout="constrained")
+    for k in range(n):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax.imshow(to_hwc(images[k]), interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        text = _wrap(captions[k], wrap)
+        if titles is not None:
+            text = f"{titles[k]}\n{text}"
+        ax.set_title(text, fontsize=8)
+        if flags is not None and flags[k]:
+            for side in ax.spines.values():
+                side.set_edgecolor("red"), side.set_linewidth(3)
+    return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    words, lines, cur = text.split(), [], ""
+    for w in words:
+        if cur and len(cur) + 1 + len(w) > width:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}".strip()
+    lines.append(cur)
+    return "\n".join(lines[:3]) + ("..." if len(lines) > 3 else "")
+
+
+def gaussian_mixture_density(x: np.ndarray, weight: Sequence[float], mean: Sequence[float],
+                             var: Sequence[float]) -> np.ndarray:
+    """``[len(x), K]`` weighted component densities of a 1-D Gaussian mixture.
+
+    Example:
+        >>> gaussian_mixture_density(np.array([0.0]), [1.0], [0.0], [1.0]).round(4).tolist()
+        [[0.3989]]
+    """
+    x = np.asarray(x, dtype=np.float64)[:, None]
+    w, mu, v = (np.asarray(a, dtype=np.float64)[None] for a in (weight, mean, var))
+    return w * np.exp(-0.5 * (x - mu) ** 2 / v) / np.sqrt(2 * np.pi * v)
+
+
+def plot_noise_histograms(values: Mapping[str, ArrayLike], true_clean: ArrayLike | None = None,
+                          mixtures: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                          bins: int | Sequence[float] = 30, xlabel: str = "per-pair loss", threshold: float | None = None) -> Figure:
+    """One histogram per track (e.g. ``{"A": loss_a, "B": loss_b}``), split by ground truth when known.
+
+    ``mixtures[track]`` with keys ``weight``, ``mean``, ``var`` draws the fitted
+    two-component mixture (its densities scaled to the histogram counts) on the
+    same axis as the values. ``threshold`` draws a vertical line.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> v = {"A": rng.normal(size=50), "B": rng.normal(size=50)}
+        >>> fig = plot_noise_histograms(v, mixtures={"A": {"weight": [1], "mean": [0], "var": [1]}})
+        >>> len(fig.axes)
+        2
+    """
+    tracks = list(values)
+    fig = Figure(figsize=(4.2 * len(tracks), 3.2), layout="constrained")
+    clean = None if true_clean is None else _as_np(true_clean).astype(bool)
+    for k, name in enumerate(tracks):
+        ax = fig.add_subplot(1, len(tracks), k + 1)
+        v = _as_np(values[name]).astype(np.float64)
+        edges = np.histogram_bin_edges(v, bins=bins)
+        if clean is None:
+            ax.hist(v, bins=edges, color="tab:gray", alpha=0.8, label="all pairs")
+        else:
+            ax.hist([v[clean], v[~clean]], bins=edges, stacked=True, color=["tab:green", "tab:red"],
+                    alpha=0.8, label=["clean (truth)", "noisy (truth)"])
+        if mixtures and name in mixtures:
+            _draw_mixture(ax, mixtures[name], edges, len(v))
+        if threshold is not None:
+            ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+        ax.set_title(f"track {name}", fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("pairs")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _draw_mixture(ax, mix: Mapping[str, Sequence[float]], edges: np.ndarray, n: int) -> None:
+    xs = np.linspace(edges[0], edges[-1], 200)
+    dens = gaussian_mixture_density(xs, mix["weight"], mix["mean"], mix["var"]) * n * (edges[1] - edges[0])
+    for c in range(dens.shape[1]):
+        ax.plot(xs, dens[:, c], linewidth=1.5, label=f"component {c}")
+    ax.plot(xs, dens.sum(1), color="black", linewidth=1, label="mixture")
+
+
+def plot_correspondence(matrix: ArrayLike, init: ArrayLike | None = None,
+                        order: Sequence[int] | None = None, cmap: str = "viridis") -> Figure:
+    """The learned correspondence matrix (rows: synthetic images, columns: texts), beside the start
+    matrix and their difference when ``init`` is given; ``order`` permutes rows and columns alike.
+
+    Example:
+        >>> fig = plot_correspondence(torch.eye(4), init=torch.eye(4) * 0.9, order=[3, 2, 1, 0])
+        >>> len(fig.axes) >= 3
+        True
+    """
+    p = _as_np(matrix).astype(np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"correspondence matrix: expected [M, M], got shape {p.shape}")
+    idx = np.arange(p.shape[0]) if order is None else np.asarray(order)
+    panels = [("learned", p)]
+    if init is not None:
+        p0 = _as_np(init).astype(np.float64)
+        if p0.shape != p.shape:
+            raise ValueError(f"init matrix shape {p0.shape} differs from learned {p.shape}")
+        panels += [("initial", p0), ("learned - initial", p - p0)]
+    fig = Figure(figsize=(4.0 * len(panels), 3.6), layout="constrained")
+    for k, (title, m) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        cols = idx if m.shape[0] == m.shape[1] else np.arange(m.shape[1])
+        sub = m[np.ix_(idx, cols)]
+        diff = title.startswith("learned -")
+        lim = float(np.abs(sub).max()) or 1.0
+        im = ax.imshow(sub, cmap="RdBu_r" if diff else cmap, vmin=-lim if diff else None,
+                       vmax=lim if diff else None, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("synthetic text")
+        ax.set_ylabel("synthetic image")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def plot_region(image: ArrayLike, region: ArrayLike, init_image: ArrayLike | None = None,
+                alpha: float = 0.5, title: str = "", boxes: Sequence[Mapping[str, Any]] | None = None) -> Figure:
+    """A synthetic image with its region map overlaid, beside its initial real image when given.
+
+    Example:
+        >>> fig = plot_region(torch.rand(3, 8, 8), torch.rand(4, 4), init_image=torch.rand(3, 8, 8))
+        >>> len(fig.axes)
+        2
+    """
+    panels = ([("initial real image", to_hwc(init_image))] if init_image is not None else [])
+    panels.append((title or "synthetic + region map", overlay_region(image, region, alpha)))
+    fig = Figure(figsize=(2.8 * len(panels), 3.0), layout="constrained")
+    for k, (name, arr) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        ax.imshow(arr, interpolation="nearest")
+        for b in boxes or []:
+            x0, y0, x1, y1 = b["box"]
+            ax.add_patch(_rect(x0, y0, x1, y1))
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(name, fontsize=9)
+    return fig
+
+
+def _rect(x0: float, y0: float, x1: float, y1: float):
+    from matplotlib.patches import Rectangle
+    return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2)
+
+
+def plot_curves(history: Mapping[str, Any], title: str = "") -> Figure:
+    """Training curves, one small axis per panel.
+
+    ``history[panel]`` is either ``[(step, value), ...]`` or ``{curve: [(step, value), ...]}``
+    (several curves on one axis, with a legend).
+
+    Example:
+        >>> len(plot_curves({"loss": {"A": [(0, 1.0), (1, 0.5)], "B": [(0, 1.1)]}, "auroc": [(0, 0.6)]}).axes)
+        2
+    """
+    names = [n for n in history if len(history[n])] or ["(no data yet)"]
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=(3.6 * ncols, 2.6 * nrows), layout="constrained")
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        curves = history.get(name, [])
+        curves = curves if isinstance(curves, Mapping) else {name: curves}
+        for label, pts in curves.items():
+            if len(pts):
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, markersize=3, label=label)
+        if len(curves) > 1:
+            ax.legend(fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+# ---------------------------------------------------------------- pointing game
+def named_labels(caption: str, objects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Labels of the objects in ``objects`` that ``caption`` names (whole-word, case-insensitive).
+
+    Example:
+        >>> named_labels("a red circle left of a blue square",
+        ...              [{"label": "red circle", "box": [0, 0, 1, 1]}, {"label": "green star", "box": [0, 0, 1, 1]}])
+        ['red circle']
+    """
+    text = " " + re.sub(r"[^a-z0-9]+", " ", caption.lower()) + " "
+    out = []
+    for obj in objects:
+        label = re.sub(r"[^a-z0-9]+", " ", str(obj["label"]).lower()).strip()
+        if label and f" {label} " in text and obj["label"] not in out:
+            out.append(obj["label"])
+    return out
+
+
+def map_peak(region: ArrayLike, image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(x, y)`` pixel of the maximum of a region map resized to the image (first one on ties).
+
+    Example:
+        >>> m = np.zeros((2, 2)); m[1, 0] = 1
+        >>> map_peak(m, 2)
+        (0, 1)
+    """
+    m = resize_map(region, image_size)
+    y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+    return int(x), int(y)
+
+
+def pointing_game_hits(maps: ArrayLike | Sequence[ArrayLike], boxes: Sequence[Sequence[Mapping[str, Any]]],
+                       top_labels: Sequence[Sequence[str] | str], image_size: int | None = None) -> np.ndarray:
+    """Per image: does the region-map peak fall inside the box of an object its top text names?
+
+    ``boxes[i]`` are the objects of image ``i`` (``{"label", "box": [x0, y0, x1, y1]}`` in pixels of
+    an ``image_size`` image, box ends exclusive); ``top_labels[i]`` the labels its top text names. An
+    image whose top text names none of its objects counts as a miss.
+
+    Example:
+        >>> m = np.zeros((1, 4, 4)); m[0, 0, 0] = 1
+        >>> pointing_game_hits(m, [[{"label": "a", "box": [0, 0, 2, 2]}]], [["a"]]).tolist()
+        [True]
+    """
+    if not (len(maps) == len(boxes) == len(top_labels)):
+        raise ValueError(f"pointing game: {len(maps)} maps, {len(boxes)} box lists, "
+                         f"{len(top_labels)} label lists; they must agree")
+    hits = np.zeros(len(maps), dtype=bool)
+    for i, (region, objs, labels) in enumerate(zip(maps, boxes, top_labels)):
+        labels = [labels] if isinstance(labels, str) else list(labels)
+        size = image_size or int(np.asarray(region.shape)[-1])
+        x, y = map_peak(region, size)
+        hits[i] = any(o["label"] in labels and o["box"][0] <= x < o["box"][2] and o["box"][1] <= y < o["box"][3]
+                      for o in objs)
+    return hits
+
+
+def pointing_game(maps: ArrayLike | Sequence[ArrayLike], boxes: Sequence[Sequence[Mapping[str, Any]]],
+                  top_labels: Sequence[Sequence[str] | str], image_size: int | None = None) -> float:
+    """Share of images whose region-map peak falls inside the box of an object their top text names.
+
+    See :func:`pointing_game_hits` for the arguments.
+
+    Example:
+        >>> m = np.zeros((2, 4, 4)); m[:, 0, 0] = 1
+        >>> objs = [[{"label": "a", "box": [0, 0, 2, 2]}], [{"label": "b", "box": [2, 2, 4, 4]}]]
+        >>> pointing_game(m, objs, [["a"], ["b"]])
+        0.5
+    """
+    hits = pointing_game_hits(maps, boxes, top_labels, image_size)
+    return float(hits.mean()) if len(hits) else float("nan")
+
+
+def _as_np(x: ArrayLike | Sequence[float]) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

@@ -1,0 +1,141 @@
+"""Shared machinery of the widgets: PNG conversion, static-figure display, plotly panes.
+
+Nothing here is specific to one widget. A :class:`PlotPane` holds a plotly
+``FigureWidget`` where one can be built (plotly >= 6 needs ``anywidget``) and
+falls back to a plain figure re-rendered into an ``Output`` otherwise, so the
+widgets keep working, without click events, on a minimal install.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Callable
+
+import ipywidgets as W
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image as PILImage
+
+from mdw_kit.viz import to_hwc
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (a ZMQ shell), False in plain Python or a terminal IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def png_bytes(image: Any, scale: int | None = None, min_side: int = 96) -> bytes:
+    """PNG bytes of an image (``[3,H,W]`` / ``[H,W,3]``, uint8 or float), upscaled by nearest
+    neighbour to at least ``min_side`` pixels (or by ``scale``) so small images stay crisp.
+
+    Example:
+        >>> png_bytes(np.zeros((3, 8, 8), dtype=np.uint8))[:4]
+        b'\\x89PNG'
+    """
+    arr = (to_hwc(image) * 255.0 + 0.5).astype(np.uint8)
+    h, w = arr.shape[:2]
+    k = scale or max(1, -(-min_side // max(h, w)))
+    img = PILImage.fromarray(arr).resize((w * k, h * k), PILImage.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="png")
+    return buf.getvalue()
+
+
+def figure_png(fig: Figure, dpi: int = 90) -> bytes:
+    """PNG bytes of a matplotlib figure.
+
+    Example:
+        >>> figure_png(Figure(figsize=(1, 1)))[:4]
+        b'\\x89PNG'
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def show_static(fig: Figure, dpi: int = 90) -> Figure:
+    """Display a static figure as a PNG output (kept in a saved notebook); a no-op outside IPython."""
+    try:
+        from IPython.display import Image, display
+    except ImportError:  # pragma: no cover
+        return fig
+    display(Image(data=figure_png(fig, dpi)))
+    return fig
+
+
+def image_widget(width: int = 112) -> W.Image:
+    """An empty PNG image widget of a fixed display width."""
+    return W.Image(format="png", layout=W.Layout(width=f"{width}px", height=f"{width}px"))
+
+
+def heavy(cls: type, **kw: Any) -> W.Widget:
+    """A control widget that reports only on release (``continuous_update=False``)."""
+    return cls(continuous_update=False, **kw)
+
+
+def static_enabled() -> bool:
+    """Show the static snapshot after each widget (``MDW_STATIC_FIGURES=0`` turns it off)."""
+    return os.environ.get("MDW_STATIC_FIGURES", "1") != "0"
+
+
+class StaticFigureMixin:
+    """``show()``: display the live widget, then its static figure (what a saved notebook keeps)."""
+
+    def static_figure(self) -> Figure:  # pragma: no cover - every widget overrides
+        raise NotImplementedError
+
+    def show(self, static: bool | None = None) -> "StaticFigureMixin":
+        from IPython.display import display
+        display(self)
+        if static_enabled() if static is None else static:
+            show_static(self.static_figure())
+        return self
+
+
+class PlotPane:
+    """A plotly figure that is live (``FigureWidget``) where possible, re-rendered otherwise.
+
+    Args:
+        fig: a ``plotly.graph_objects.Figure`` to start from.
+
+    Mutate :attr:`fig` (inside ``with pane.batch():``) and call :meth:`refresh`;
+    :attr:`widget` is what goes into a layout.
+    """
+
+    def __init__(self, fig: Any):
+        import plotly.graph_objects as go
+        try:
+            self.fig = go.FigureWidget(fig)
+            self.live = True
+            self.widget: W.Widget = self.fig
+        except ImportError:  # plotly >= 6 without anywidget
+            self.fig = go.Figure(fig)
+            self.live = False
+            self.widget = W.Output()
+            self.refresh()
+
+    def batch(self):
+        """Context manager grouping updates into one message (a no-op without a live widget)."""
+        import contextlib
+        return self.fig.batch_update() if self.live else contextlib.nullcontext()
+
+    def refresh(self) -> None:
+        """Re-render a fallback figure after changes (live figures update themselves)."""
+        if self.live:
+            return
+        self.widget.clear_output(wait=True)
+        with self.widget:
+            from IPython.display import display
+            display(self.fig)
+
+    def on_click(self, trace_index: int, handler: Callable[[Any, Any, Any], None]) -> bool:
+        """Attach ``handler(trace, points, state)`` to clicks on one trace; False when not live."""
+        if not self.live:
+            return False
+        self.fig.data[trace_index].on_click(handler)
+        return True

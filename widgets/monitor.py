@@ -1,0 +1,186 @@
+"""TrainingMonitor: live curves fed by the core's callbacks.
+
+Pass :attr:`TrainingMonitor.callback` wherever the core takes a callback. It
+accepts the shapes the core uses:
+
+- ``callback(track, epoch, model, stats)``: one track's epoch in dual-track training;
+- ``callback(epoch, info)``: the end of a dual-track epoch (detection metrics per track);
+- ``callback(iteration, stats)``: a distillation iteration (matching loss, learned rates, eval R-sum).
+
+Nested dicts are flattened: ``{"A": {"auroc": 0.9}}`` becomes the curve ``A`` on
+the panel ``auroc``. The last key names the panel, the keys before it the curve,
+so track A and track B share one panel. Outside a notebook the monitor prints
+one line per call instead of drawing.
+
+Example:
+    >>> m = TrainingMonitor(panels=("loss", "auroc"), verbose=False)
+    >>> m.callback("A", 1, None, {"epoch": 1, "loss": 2.0})
+    >>> m.callback(1, {"detection": {"A": {"auroc": 0.8}, "B": {"auroc": 0.7}}})
+    >>> sorted(m.series)
+    ['A/loss', 'detection/A/auroc', 'detection/B/auroc']
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Iterable, Mapping, Sequence
+
+import ipywidgets as W
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mdw_kit.viz import plot_curves
+from widgets._static import PlotPane, StaticFigureMixin, in_notebook
+
+DUAL_TRACK_PANELS = ("loss", "auroc", "R-sum")
+DISTILL_PANELS = ("matching_loss", "lr_image", "lr_text", "R-sum")
+SKIP_KEYS = ("epoch", "iteration", "step", "time", "seconds")
+
+
+def flatten_scalars(stats: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Finite scalar leaves of nested ``stats`` as ``{"a/b/c": value}``; tensors of one element count.
+
+    Example:
+        >>> flatten_scalars({"epoch": 3, "A": {"loss": 1.5, "p": [0.1, 0.2]}, "lr": {"image": 0.01}})
+        {'A/loss': 1.5, 'lr/image': 0.01}
+    """
+    out: dict[str, float] = {}
+    for key, v in stats.items():
+        name = f"{prefix}{key}"
+        if isinstance(v, Mapping):
+            out.update(flatten_scalars(v, name + "/"))
+            continue
+        if str(key) in SKIP_KEYS or isinstance(v, bool):
+            continue
+        if hasattr(v, "numel") and v.numel() == 1:
+            v = float(v)
+        if isinstance(v, numbers.Real) and math.isfinite(float(v)):
+            out[name] = float(v)
+    return out
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``(panel, curve)`` of a flattened name: the last part is the panel, the rest the curve.
+
+    Example:
+        >>> split_name("detection/A/auroc"), split_name("loss")
+        (('auroc', 'A'), ('loss', 'loss'))
+    """
+    parts = [p for p in name.split("/") if p not in ("detection", "val", "stats")]
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    return parts[-1], "/".join(parts[:-1])
+
+
+class TrainingMonitor(StaticFigureMixin, W.VBox):
+    """Live training curves, one panel per metric.
+
+    Args:
+        panels: metric names to draw (e.g. :data:`DUAL_TRACK_PANELS`); None draws every metric
+            seen in the first call. Everything is recorded in :attr:`series` either way.
+        title: a heading.
+        verbose: print one line per call when not drawing (default: when not in a notebook).
+    """
+
+    def __init__(self, panels: Sequence[str] | None = DUAL_TRACK_PANELS, title: str = "training",
+                 verbose: bool | None = None):
+        super().__init__()
+        self.panel_names: list[str] | None = None if panels is None else list(panels)
+        self.title, self.verbose = title, (not in_notebook()) if verbose is None else verbose
+        self.series: dict[str, list[tuple[float, float]]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self._traces: dict[str, int] = {}
+        self.status = W.HTML(f"<b>{title}</b>: waiting for the first callback")
+        self.pane: PlotPane | None = None
+        self.children = [self.status]
+        if self.panel_names:
+            self._build_pane()
+        self.add_class("mdw-training-monitor")
+
+    @classmethod
+    def for_dual_track(cls, **kw: Any) -> "TrainingMonitor":
+        """Panels: per-track loss, per-track AUROC of the noise detection, validation R-sum."""
+        return cls(panels=DUAL_TRACK_PANELS, title="dual-track training", **kw)
+
+    @classmethod
+    def for_distillation(cls, **kw: Any) -> "TrainingMonitor":
+        """Panels: matching loss, learned student rates, evaluation R-sum."""
+        return cls(panels=DISTILL_PANELS, title="distillation", **kw)
+
+    # ------------------------------------------------------------ callbacks
+    def callback(self, *args: Any, **kwargs: Any) -> None:
+        """Accepts ``(track, epoch, model, stats)``, ``(step, stats)`` or ``(stats,)``."""
+        if args and isinstance(args[0], str):
+            track, step = args[0], args[1]
+            stats = args[3] if len(args) > 3 else kwargs.get("stats", {})
+            values = flatten_scalars(stats, prefix=f"{track}/")
+        elif args and isinstance(args[0], Mapping):
+            stats = args[0]
+            step = stats.get("iteration", stats.get("epoch", len(self.rows)))
+            values = flatten_scalars(stats)
+        else:
+            step = args[0] if args else kwargs.get("iteration", kwargs.get("epoch", len(self.rows)))
+            stats = args[1] if len(args) > 1 else kwargs.get("stats", kwargs.get("info", {}))
+            values = flatten_scalars(stats)
+        self.log(float(step), values)
+
+    __call__ = callback
+
+    def log(self, step: float, values: Mapping[str, float]) -> None:
+        """Record ``values`` at ``step`` and redraw."""
+        for name, v in values.items():
+            self.series.setdefault(name, []).append((step, float(v)))
+        self.rows.append(dict(step=step, **values))
+        if self.panel_names is None and values:
+            self.panel_names = sorted({split_name(n)[0] for n in values})
+            self._build_pane()
+        self._draw(values)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:8])
+        self.status.value = f"<b>{self.title}</b> step {step:g}: {shown}"
+        if self.verbose:
+            print(f"[{self.title}] step {step:g}: {shown}", flush=True)
+
+    # ------------------------------------------------------------ drawing
+    def _build_pane(self) -> None:
+        from plotly.subplots import make_subplots
+        names = self.panel_names or []
+        fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names)
+        fig.update_layout(height=260, margin=dict(l=40, r=10, t=40, b=30), legend=dict(orientation="h"))
+        self.pane = PlotPane(fig)
+        self.children = [self.status, self.pane.widget]
+
+    def _draw(self, values: Mapping[str, float]) -> None:
+        if self.pane is None or not self.panel_names:
+            return
+        with self.pane.batch():
+            for name in values:
+                panel, curve = split_name(name)
+                if panel not in self.panel_names:
+                    continue
+                xs, ys = zip(*self.series[name])
+                if name not in self._traces:
+                    col = self.panel_names.index(panel) + 1
+                    self.pane.fig.add_scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name,
+                                              row=1, col=col)
+                    self._traces[name] = len(self.pane.fig.data) - 1
+                else:
+                    self.pane.fig.data[self._traces[name]].update(x=list(xs), y=list(ys))
+        self.pane.refresh()
+
+    def plotted(self) -> list[str]:
+        """Names of the series drawn so far."""
+        return sorted(self._traces)
+
+    def history(self) -> pd.DataFrame:
+        """Every recorded value, one row per callback."""
+        return pd.DataFrame(self.rows)
+
+    def static_figure(self, names: Iterable[str] | None = None) -> Figure:
+        """The curves as matplotlib, one axis per panel (all series when no panels were chosen)."""
+        if names is None:
+            names = self.plotted() or sorted(self.series)
+        by_panel: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        for n in names:
+            panel, curve = split_name(n)
+            by_panel.setdefault(panel, {})[curve] = self.series[n]
+        return plot_curves(by_panel, title=self.title)
