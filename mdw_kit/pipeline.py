@@ -109,4 +109,4 @@ def prepare_data(source: str = "openmoji", noise: float = 0.0, noise_seed: int =
 def save_data_record(run: RunDir, bundle: DataBundle) -> None:
     """Write the data summary and the noise permutation (ground truth) into the run folder."""
     run.write_json("data.json", bundle.info)
-    run.write_json("noise.json", noise_record(bundle.train))
+    run.write_json("noise.json", noise_record(bundle.full))

@@ -252,6 +252,36 @@ def plot_region(image: ArrayLike, region: ArrayLike, init_image: ArrayLike | Non
     return fig
 
 
+def plot_region_history(init_image: ArrayLike | None, images: Sequence[ArrayLike], maps: Sequence[ArrayLike],
+                        iterations: Sequence[int], alpha: float = 0.5, title: str = "",
+                        boxes: Sequence[Mapping[str, Any]] | None = None) -> Figure:
+    """One synthetic pair across saved iterations: its initial real image (with ``boxes``), then
+    the image of each iteration with that iteration's region map overlaid.
+
+    Example:
+        >>> fig = plot_region_history(torch.rand(3, 8, 8), [torch.rand(3, 8, 8)] * 2, [torch.rand(4, 4)] * 2, [0, 10])
+        >>> len(fig.axes)
+        3
+    """
+    if not (len(images) == len(maps) == len(iterations)):
+        raise ValueError(f"plot_region_history: {len(images)} images, {len(maps)} maps, "
+                         f"{len(iterations)} iterations; they must agree")
+    panels = [("initial real image", to_hwc(init_image), boxes)] if init_image is not None else []
+    panels += [(f"iteration {it}", overlay_region(img, m, alpha), None)
+               for img, m, it in zip(images, maps, iterations)]
+    fig = Figure(figsize=(2.2 * len(panels), 2.6), layout="constrained")
+    for k, (name, arr, objs) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        ax.imshow(arr, interpolation="nearest")
+        for b in objs or []:
+            ax.add_patch(_rect(*b["box"]))
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def _rect(x0: float, y0: float, x1: float, y1: float):
     from matplotlib.patches import Rectangle
     return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2)

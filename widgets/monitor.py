@@ -9,7 +9,8 @@ accepts the shapes the core uses:
 
 Nested dicts are flattened: ``{"A": {"auroc": 0.9}}`` becomes the curve ``A`` on
 the panel ``auroc``. The last key names the panel, the keys before it the curve,
-so track A and track B share one panel. Outside a notebook the monitor prints
+so track A and track B share one panel. A name ``panel_curve`` whose prefix is
+a chosen panel joins it (``eta_image`` and ``eta_text`` share the panel ``eta``). Outside a notebook the monitor prints
 one line per call instead of drawing.
 
 Example:
@@ -33,7 +34,7 @@ from mdw_kit.viz import plot_curves
 from widgets._static import PlotPane, StaticFigureMixin, in_notebook
 
 DUAL_TRACK_PANELS = ("loss", "auroc", "R-sum")
-DISTILL_PANELS = ("matching_loss", "lr_image", "lr_text", "R-sum")
+DISTILL_PANELS = ("loss", "eta", "R-sum")
 SKIP_KEYS = ("epoch", "iteration", "step", "time", "seconds")
 
 
@@ -104,7 +105,7 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
 
     @classmethod
     def for_distillation(cls, **kw: Any) -> "TrainingMonitor":
-        """Panels: matching loss, learned student rates, evaluation R-sum."""
+        """Panels: matching loss (total and per tower group), learned student rates, evaluation R-sum."""
         return cls(panels=DISTILL_PANELS, title="distillation", **kw)
 
     # ------------------------------------------------------------ callbacks
@@ -149,12 +150,20 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
         self.pane = PlotPane(fig)
         self.children = [self.status, self.pane.widget]
 
+    def locate(self, name: str) -> tuple[str, str]:
+        """``(panel, curve)`` of a series; ``panel_curve`` joins a chosen ``panel`` when there is one."""
+        panel, curve = split_name(name)
+        head, _, tail = panel.partition("_")
+        if self.panel_names and panel not in self.panel_names and tail and head in self.panel_names:
+            return head, tail if curve == panel else f"{curve}/{tail}"
+        return panel, curve
+
     def _draw(self, values: Mapping[str, float]) -> None:
         if self.pane is None or not self.panel_names:
             return
         with self.pane.batch():
             for name in values:
-                panel, curve = split_name(name)
+                panel, curve = self.locate(name)
                 if panel not in self.panel_names:
                     continue
                 xs, ys = zip(*self.series[name])
@@ -181,6 +190,8 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
             names = self.plotted() or sorted(self.series)
         by_panel: dict[str, dict[str, list[tuple[float, float]]]] = {}
         for n in names:
-            panel, curve = split_name(n)
+            panel, curve = self.locate(n)
             by_panel.setdefault(panel, {})[curve] = self.series[n]
+        if self.panel_names:
+            by_panel = {p: by_panel[p] for p in self.panel_names if p in by_panel} | by_panel
         return plot_curves(by_panel, title=self.title)

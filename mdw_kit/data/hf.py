@@ -202,7 +202,7 @@ def load_hf(path: str | Path, image_column: str = "image", text_column: str = "t
     if fmt == "imagefolder":
         _warn_unreferenced(path, parts, image_column, meta)
     bad.finish(meta, "hf")
-    return assemble([r[1] for r in rows], [r[0] for r in rows], split, [r[2] for r in rows], meta, size)
+    return assemble([r[1] for r in rows], [r[0] for r in rows], split, [r[2] for r in rows], meta)
 
 
 def _draw_missing_splits(split: np.ndarray, present: set[str], val_frac: float, test_frac: float,

@@ -157,4 +157,4 @@ def _build(entries: list[Any], root: Path, options: dict[str, Any]) -> PairDatas
     split = [r[1][1] for r, _ in kept]
     meta["split_sizes"] = split_counts(np.asarray(split, dtype=object))
     return assemble([arr for _, arr in kept], [str(r[1][0].relative_to(root)) for r, _ in kept], split,
-                    [r[1][2] for r, _ in kept], meta, size)
+                    [r[1][2] for r, _ in kept], meta)

@@ -86,6 +86,10 @@ def _with_sources(ds: PairDataset, source: torch.Tensor, noise: dict[str, Any]) 
 def noise_record(ds: PairDataset) -> dict[str, Any]:
     """A JSON-able record of the injected noise of ``ds``: rate, seed, count, noisy pairs, permutation.
 
+    Take it from the whole dataset that :func:`inject_noise` returned, so :func:`apply_noise_record`
+    can replay it. On a subset (``ds.split("train")``) ``noisy_pairs`` index the subset while
+    ``source_caption`` keeps the whole dataset's pair indices; ``parent_pairs`` then says so.
+
     Example:
         >>> from mdw_kit.data import load_source
         >>> rec = noise_record(inject_noise(load_source("shapes", num_images=20, seed=0), 0.25, seed=2))
@@ -96,6 +100,7 @@ def noise_record(ds: PairDataset) -> dict[str, Any]:
         raise DataError("the dataset has no injected noise to record (use inject_noise)")
     return {**{k: ds.meta["noise"][k] for k in ("rate", "seed", "count")},
             "num_pairs": len(ds),
+            "parent_pairs": ds.meta.get("parent_pairs"),
             "noisy_pairs": torch.nonzero(~ds.clean).flatten().tolist(),
             "source_caption": ds.source_caption.tolist()}
 
@@ -115,6 +120,9 @@ def apply_noise_record(ds: PairDataset, record: dict[str, Any]) -> PairDataset:
         noise = {k: record[k] for k in ("rate", "seed", "count")}
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"malformed noise record: {e!r}; expected keys rate, seed, count, source_caption") from e
+    if record.get("parent_pairs") is not None:
+        raise DataError(f"the noise record was taken from a subset of a {record['parent_pairs']}-pair dataset; "
+                        "record the whole noisy dataset to replay it")
     if len(source) != len(ds):
         raise DataError(f"noise record covers {len(source)} pairs but the dataset has {len(ds)}")
     if not bool(ds.clean.all()):

@@ -281,4 +281,4 @@ def _build(options: dict[str, Any], versions: dict[str, Any], attribution: str) 
             "duplicates": dups, "duplicates_dropped": len(drawn) - len(kept),
             "concepts": len({emoji_concept(e) for e in kept}), "split_sizes": split_counts(split)}
     return assemble([pixels[i] for i in keep], [emoji_id(e) for e in kept], split,
-                    [[emoji_caption(e)] for e in kept], meta, options["image_size"])
+                    [[emoji_caption(e)] for e in kept], meta)

@@ -54,21 +54,21 @@ def _place(rng: np.random.Generator, size: int, n: int) -> list[dict[str, Any]]:
 
 
 def _try_object(rng: np.random.Generator, size: int, placed: list[dict[str, Any]]) -> dict[str, Any] | None:
-    color = str(rng.choice(list(COLORS)))
-    shape = str(rng.choice(SHAPES))
-    scale = str(rng.choice(list(SIZES)))
+    c, k, z = rng.integers((len(COLORS), len(SHAPES), len(SIZES)))
+    color, shape, scale = list(COLORS)[c], SHAPES[k], list(SIZES)[z]
     side = max(4, round(SIZES[scale] * size))
-    for _ in range(50):
-        x0, y0 = (int(v) for v in rng.integers(1, size - side, size=2))
-        box = [x0, y0, x0 + side, y0 + side]
-        if all(_apart(box, o["box"], size) for o in placed):
-            return {"label": f"{color} {shape}", "box": box, "color": color, "shape": shape, "size": scale}
-    return None
-
-
-def _apart(a: list[int], b: list[int], size: int) -> bool:
-    overlap = a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]  # includes touching
-    return not overlap and abs((a[0] + a[2]) - (b[0] + b[2])) / 2 >= MIN_GAP * size
+    xy = rng.integers(1, size - side, size=(50, 2))  # candidate corners, the first that fits wins
+    ok = np.ones(len(xy), dtype=bool)
+    for o in placed:
+        bx0, by0, bx1, by1 = o["box"]
+        overlap = (xy[:, 0] <= bx1) & (bx0 <= xy[:, 0] + side) & (xy[:, 1] <= by1) & (by0 <= xy[:, 1] + side)
+        close = np.abs(2 * xy[:, 0] + side - bx0 - bx1) / 2 < MIN_GAP * size  # centres too near in x
+        ok &= ~overlap & ~close
+    if not ok.any():
+        return None
+    x0, y0 = (int(v) for v in xy[np.argmax(ok)])
+    return {"label": f"{color} {shape}", "box": [x0, y0, x0 + side, y0 + side], "color": color,
+            "shape": shape, "size": scale}
 
 
 def _draw(objs: list[dict[str, Any]], size: int) -> np.ndarray:
@@ -141,4 +141,4 @@ def make_shapes(num_images: int = 600, image_size: int = 32, seed: int = 0, val_
             "sizes": list(SIZES), "boxes": "pixels, [x0, y0, x1, y1) half-open, objects left to right",
             "split_sizes": split_counts(split)}
     return assemble(pixels, [f"shapes-{seed}-{i:05d}" for i in range(num_images)], split, captions, meta,
-                    image_size, boxes=boxes)
+                    boxes=boxes)

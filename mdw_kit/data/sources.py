@@ -25,8 +25,8 @@ import inspect
 import io
 import json
 import warnings
-from pathlib import Path
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -173,7 +173,7 @@ def decode_image(source: str | Path | bytes, image_size: int) -> np.ndarray:
 
     Example:
         >>> buf = io.BytesIO(); Image.new("RGB", (8, 8), "blue").save(buf, "PNG")
-        >>> decode_image(buf.getvalue(), 32)[2, 0, 0]
+        >>> int(decode_image(buf.getvalue(), 32)[2, 0, 0])
         255
     """
     what = "image bytes" if isinstance(source, (bytes, bytearray)) else f"image file '{source}'"
@@ -273,12 +273,15 @@ def from_lists(images: Sequence[Any], captions: Sequence[Any], image_size: int =
         row = _row(i, img, cap, image_size, bad, image_ids)
         if row is not None:
             rows.append(row)
-    split = np.asarray(splits, dtype=object) if splits is not None \
-        else seeded_split(len(images), check_fraction("val_frac", val_frac), check_fraction("test_frac", test_frac), seed)
+    if splits is not None:
+        split = np.asarray(splits, dtype=object)
+    else:
+        split = seeded_split(len(images), check_fraction("val_frac", val_frac),
+                             check_fraction("test_frac", test_frac), seed)
     meta = dict(meta or {"source": "lists"})
     bad.finish(meta, meta.get("source", "lists"))
     return assemble([r[1] for r in rows], [r[2] for r in rows], [split[r[0]] for r in rows],
-                    [r[3] for r in rows], meta, image_size)
+                    [r[3] for r in rows], meta)
 
 
 def _row(i: int, img: Any, cap: Any, image_size: int, bad: BadRows,
@@ -302,11 +305,13 @@ def _row(i: int, img: Any, cap: Any, image_size: int, bad: BadRows,
 
 
 def assemble(pixels: list[np.ndarray], image_ids: list[str], image_split: Sequence[str],
-             captions_per_image: list[list[str]], meta: dict[str, Any], image_size: int,
+             captions_per_image: list[list[str]], meta: dict[str, Any],
              boxes: list[list[dict[str, Any]]] | None = None) -> PairDataset:
     """Build a :class:`PairDataset` from per-image pixels ``[3,S,S]`` and per-image caption lists."""
     if not pixels:
-        raise DataError(f"source '{meta.get('source')}' produced no images")
+        skipped = len(meta.get("skipped") or [])
+        raise DataError(f"source '{meta.get('source')}' produced no images"
+                        + (f" ({skipped} bad row(s) skipped, see the warning)" if skipped else ""))
     images = torch.from_numpy(np.stack(pixels))
     pair_image = [i for i, caps in enumerate(captions_per_image) for _ in caps]
     captions = [c for caps in captions_per_image for c in caps]

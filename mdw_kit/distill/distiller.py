@@ -5,10 +5,13 @@ max_start_epoch``, ``t + expert_epochs <= E``), computes the matching loss of
 ``syn_steps`` student steps (:func:`~mdw_kit.distill.matching.match_loss`),
 backpropagates to images, texts, ``P~`` and ``eta``, modulates the pixel
 gradient with the CEO region maps (:mod:`mdw_kit.distill.ceo`; recomputed every
-``ceo_every`` iterations) and steps the optimisers: SGD with momentum for images
-and texts (as MTT / LoRS; a plain SGD step keeps CEO's "mean pixel step
-unchanged"), Adam for ``P~`` logits and ``log eta``. Pixels are clamped to
-``[0, 1]`` after each step (``clamp_pixels``).
+``ceo_every`` iterations) and steps the optimisers. Pixels use SGD with momentum
+(as MTT / LoRS) on the gradient divided by its mean absolute value: the step is
+proportional to the (modulated) gradient, so CEO's "mean pixel step unchanged,
+discriminative regions move more" holds (Adam would undo a per-pixel scaling),
+and ``lr_img`` does not depend on the loss scale. Texts, ``P~`` logits and
+``log eta`` use Adam (scale-free whatever the text encoder's embedding norm).
+Pixels are clamped to ``[0, 1]`` after each step (``clamp_pixels``).
 
 Safety: a non-finite loss or gradient, non-finite parameters, or a non-finite /
 non-positive learning rate is caught, logged (``log.txt`` and the ``event`` of
@@ -73,8 +76,10 @@ class DistillConfig:
         syn_steps: ``N`` student steps per iteration; expert_epochs: ``D``.
         max_start_epoch: start epochs are drawn from ``[0, max_start_epoch)``.
         batch_syn: synthetic pairs per student step.
-        lr_img, lr_txt: SGD step sizes of pixels and text embeddings (momentum ``momentum``).
-        lr_corr, lr_lr: Adam step sizes of ``P~`` logits and ``log eta``.
+        lr_img: SGD step size of the pixels (momentum ``momentum``). With ``normalize_pixel_grad``
+            the pixel gradient is first divided by its mean absolute value, so ``lr_img`` is the
+            mean absolute pixel change of a step (before momentum), whatever the loss scale.
+        lr_txt, lr_corr, lr_lr: Adam step sizes of the texts, ``P~`` logits and ``log eta``.
         lr_init: initial student rate ``eta`` (``None``: calibrated on the buffer, see
             :func:`~mdw_kit.distill.matching.calibrate_lr`).
         corr, corr_rank, corr_alpha: correspondence kind (``identity`` / ``full`` / ``lowrank``).
@@ -83,6 +88,7 @@ class DistillConfig:
         mode: ``"unroll"`` or ``"constant_memory"``.
         init, clean_threshold: stage-2 selection method and clean-probability threshold.
         clamp_pixels: clamp images to ``[0, 1]`` after each step.
+        normalize_pixel_grad: scale-free pixel steps (see ``lr_img``).
         seed: seeds initial selection, sampling and batches.
         checkpoint_every, save_maps_every: intervals (iterations); 0 disables.
         max_recoveries: how many NaN recoveries before giving up.
@@ -99,8 +105,8 @@ class DistillConfig:
     expert_epochs: int = 2
     max_start_epoch: int = 10
     batch_syn: int = 50
-    lr_img: float = 100.0
-    lr_txt: float = 100.0
+    lr_img: float = 0.005
+    lr_txt: float = 0.002
     lr_corr: float = 0.05
     lr_lr: float = 0.01
     lr_init: float | None = None
@@ -116,6 +122,7 @@ class DistillConfig:
     init: str = "kcenter"
     clean_threshold: float = 0.5
     clamp_pixels: bool = True
+    normalize_pixel_grad: bool = True
     seed: int = 0
     checkpoint_every: int = 50
     save_maps_every: int = 50
@@ -296,7 +303,7 @@ class Distiller:
     def _make_optimisers(self) -> None:
         cfg, syn = self.cfg, self.syn
         self.opts = {"images": torch.optim.SGD([syn.images], lr=cfg.lr_img, momentum=cfg.momentum),
-                     "text": torch.optim.SGD([syn.text], lr=cfg.lr_txt, momentum=cfg.momentum),
+                     "text": torch.optim.Adam([syn.text], lr=cfg.lr_txt),
                      "lr": torch.optim.Adam([syn.log_lr], lr=cfg.lr_lr)}
         corr_params = list(syn.corr.parameters())
         if corr_params:
@@ -372,6 +379,8 @@ class Distiller:
         if self.cfg.ceo_beta > 0:
             syn.images.grad = modulate_pixel_grad(syn.images.grad, self.ceo_maps.to(syn.images.device),
                                                   self.cfg.ceo_beta, self.cfg.ceo_clip)
+        if self.cfg.normalize_pixel_grad:
+            syn.images.grad /= syn.images.grad.abs().mean().clamp_min(1e-30)
         before = syn.images.detach().clone()
         for opt in self.opts.values():
             opt.step()

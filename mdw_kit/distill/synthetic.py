@@ -16,7 +16,7 @@ iterations) and ``distilled.safetensors`` (all tensors). No pickle.
 Example:
     >>> import tempfile, torch
     >>> s = DistilledSet.from_pairs(torch.rand(10, 3, 8, 8), torch.randn(10, 16), [1, 4, 7], corr="lowrank", rank=2)
-    >>> d = tempfile.mkdtemp(); s.save(d)
+    >>> d = tempfile.mkdtemp(); _ = s.save(d)
     >>> DistilledSet.load(d).images.shape
     torch.Size([3, 3, 8, 8])
 """

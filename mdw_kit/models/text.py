@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from mdw_kit.models.towers import (check_weights_path, create_openclip, file_fingerprint,
+from mdw_kit.models.towers import (openclip_config, check_weights_path, create_openclip, file_fingerprint,
                                    read_state_dict)
 from mdw_kit.runs import ArtifactError, load_tensors, save_tensors
 from mdw_kit.utils import cache_dir, pick_device, progress
@@ -155,6 +155,7 @@ class OpenClipTextEncoder(TextEncoder):
 
     def __init__(self, arch: str, weights: str | Path | None = None, device: str | torch.device | None = "cpu"):
         import open_clip
+        openclip_config(arch)  # unknown architectures fail before the weights check
         path = check_weights_path(weights, f"openclip:{arch} text tower")
         model = create_openclip(arch, seed=0)
         if path is not None:

@@ -341,7 +341,13 @@ class _ViTGrid(nn.Module):
         return x.transpose(1, 2).reshape(b, w, g, g)
 
 
-def _openclip_config(arch: str) -> dict:
+def openclip_config(arch: str) -> dict:
+    """open_clip's config of ``arch``; an unknown or download-only architecture is a ``ValueError``.
+
+    Example:
+        >>> openclip_config("RN50")["vision_cfg"]["layers"]
+        [3, 4, 6, 3]
+    """
     import open_clip
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
@@ -355,11 +361,18 @@ def _openclip_config(arch: str) -> dict:
 
 
 def create_openclip(arch: str, seed: int | None = None) -> nn.Module:
-    """``open_clip.create_model(arch, pretrained=None)`` (random init, never downloads); ``seed`` makes it reproducible."""
+    """``open_clip.create_model(arch, pretrained=None)``: random init, never downloads.
+
+    ``seed`` makes the init reproducible without touching the global random state.
+
+    Example:
+        >>> create_openclip("ViT-S-32", seed=0).visual.conv1.out_channels
+        384
+    """
     import logging
 
     import open_clip
-    _openclip_config(arch)
+    openclip_config(arch)
     with contextlib.ExitStack() as stack:
         if seed is not None:
             stack.enter_context(torch.random.fork_rng(devices=[]))
@@ -398,6 +411,7 @@ def _openclip_blocks(visual: nn.Module, arch: str) -> tuple[list[nn.Module], int
 
 
 def _build_openclip(arch: str, image_size: int, train_layers: str, weights: str | Path | None) -> ImageTower:
+    openclip_config(arch)  # unknown architectures fail before the weights check
     path = check_weights_path(weights, f"openclip:{arch} vision tower")
     visual = create_openclip(arch).visual
     if path is not None:

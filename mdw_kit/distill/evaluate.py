@@ -1,0 +1,234 @@
+"""Evaluate a distilled set (or a coreset of real pairs) by training fresh models on it.
+
+For a :class:`~mdw_kit.distill.synthetic.DistilledSet`, each seed trains a fresh
+model on the synthetic images and texts with the set's soft targets ``P~`` and
+its learned student rates ``eta`` (SGD, one rate per tower group: image tower +
+projection, text head; the same steps the distillation unrolled), in
+mini-batches of the distillation's ``batch_syn``. For real pairs (a coreset,
+or the full data of a reference run) training uses identity targets and the
+default optimiser of :class:`EvalConfig` (Adam, ``lr=1e-3``: the rate the
+experts and the full-data runs train with). Every seed keeps the epoch of best
+validation R-sum (never the test split) and is then tested once; the result
+holds test TR/IR@1/5/10 and R-sum as mean and sample sd over seeds.
+
+Example:
+    >>> import torch
+    >>> from mdw_kit.models import ModelConfig
+    >>> mc = ModelConfig(tower="convnet3", text_dim=8, image_size=32, tower_kw={"width": 4})
+    >>> x, t = torch.rand(12, 3, 32, 32), torch.randn(12, 8)
+    >>> split = (x[:6], t[:6], torch.arange(6))
+    >>> r = evaluate_distilled((x, t), mc, split, split, seeds=(0,), epochs=2)
+    >>> sorted(r["mean"])[:3], r["trainer"]
+    (['IR@1', 'IR@10', 'IR@5'], 'adam')
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from mdw_kit.evaluate import evaluate_val, fit_and_evaluate, summarize
+from mdw_kit.train import TrainConfig, train_contrastive
+
+METRIC_KEYS = ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "R-sum")
+
+
+@dataclass
+class EvalConfig:
+    """How distilled sets and coresets are evaluated.
+
+    Attributes:
+        epochs: training epochs on the small set (each epoch is ``ceil(M / batch_size)`` steps).
+        batch_size: mini-batch size; ``None`` = the distillation's ``batch_syn`` for a distilled
+            set (read from its meta, else 128), 128 for real pairs; never more than the set.
+        eval_every: validate every this many epochs (and after the last).
+        momentum: SGD momentum when training with the learned rates (0 = the plain steps
+            distillation unrolled).
+        lr, optimizer: optimiser for real pairs and for distilled sets with
+            ``use_learned_lr=False`` (the experts' default: Adam, 1e-3).
+        use_soft_targets, use_learned_lr: train a distilled set with ``P~`` / ``eta``.
+        full_epochs: epochs of the full-data reference runs (``full_noisy``, ``clean_oracle`` in
+            :mod:`mdw_kit.distill.methods`), validated every epoch.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+
+    Example:
+        >>> EvalConfig.from_dict(EvalConfig(epochs=5).to_dict()).epochs
+        5
+    """
+
+    epochs: int = 300
+    batch_size: int | None = None
+    eval_every: int = 10
+    momentum: float = 0.0
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    use_soft_targets: bool = True
+    use_learned_lr: bool = True
+    full_epochs: int = 20
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if min(self.epochs, self.full_epochs, self.eval_every) < 1 or \
+                (self.batch_size is not None and self.batch_size < 2):
+            raise ValueError("EvalConfig needs epochs, full_epochs, eval_every >= 1 and batch_size >= 2 "
+                             f"or None; got {self.to_dict()}")
+        if not 0.0 <= self.momentum < 1.0 or not self.lr > 0:
+            raise ValueError(f"EvalConfig needs 0 <= momentum < 1 and lr > 0; got {self.to_dict()}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
+        """Build from a dict; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"unknown EvalConfig keys {extra}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class _Train:
+    """What one evaluation trains on: pixels, texts, targets and (optionally) per-group rates."""
+
+    images: torch.Tensor
+    text: torch.Tensor
+    targets: torch.Tensor | None
+    rates: dict[str, float] | None
+    batch_size: int
+    kind: str
+
+
+def _unpack(data: Any, cfg: EvalConfig) -> _Train:
+    """A DistilledSet, or real pairs ``(images, text_emb)`` / ``(images, text_emb, targets)``."""
+    if hasattr(data, "corr") and hasattr(data, "learning_rates"):
+        bs = cfg.batch_size or int((data.meta.get("config") or {}).get("batch_syn", 128))
+        return _Train(data.images.detach().cpu().clamp(0, 1), data.text.detach().cpu().float(),
+                      data.targets().cpu() if cfg.use_soft_targets else None,
+                      data.learning_rates() if cfg.use_learned_lr else None,
+                      min(bs, data.num_pairs), "distilled")
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+        raise TypeError("evaluate_distilled takes a DistilledSet or real pairs (images, text_emb[, targets]); "
+                        f"got {type(data).__name__}")
+    images, text = data[0], torch.as_tensor(data[1]).float()
+    if len(images) != len(text):
+        raise ValueError(f"images ({len(images)}) and text_emb ({len(text)}) need one row per pair")
+    targets = None if len(data) == 2 or data[2] is None else torch.as_tensor(data[2]).float()
+    return _Train(images, text, targets, None, min(cfg.batch_size or 128, len(images)), "pairs")
+
+
+def _model_fn(model_cfg: Any):
+    """``seed -> fresh model`` from a ``ModelConfig`` or its dict (the caller seeds torch first)."""
+    from mdw_kit.models import ModelConfig
+    if isinstance(model_cfg, dict):
+        model_cfg = ModelConfig.from_dict(model_cfg)
+    if not hasattr(model_cfg, "build"):
+        raise TypeError(f"model_cfg must be a ModelConfig or its dict, got {type(model_cfg).__name__}")
+    return lambda seed: model_cfg.build()
+
+
+def group_optimizer(model: nn.Module, rates: dict[str, float], momentum: float = 0.0) -> torch.optim.SGD:
+    """SGD over the trainable parameters: the text head at ``rates["text"]``, the rest at ``rates["image"]``.
+
+    Example:
+        >>> from mdw_kit.models import build_model
+        >>> m = build_model("convnet3", text_dim=8, image_size=32, width=4)
+        >>> [g["lr"] for g in group_optimizer(m, {"image": 0.1, "text": 0.01}).param_groups]
+        [0.1, 0.01]
+    """
+    image, text = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (text if name.startswith("text_head") else image).append(p)
+    groups = [{"params": ps, "lr": float(rates[g])} for g, ps in (("image", image), ("text", text)) if ps]
+    return torch.optim.SGD(groups, lr=float(rates["image"]), momentum=momentum)
+
+
+class _BestVal:
+    """Callback keeping a CPU copy of the state of the best validation R-sum epoch (earliest on ties)."""
+
+    def __init__(self):
+        self.best, self.epoch, self.state = -math.inf, None, None
+
+    def __call__(self, epoch: int, model: nn.Module, stats: dict) -> None:
+        val = stats.get("val")
+        if val is not None and val["R-sum"] > self.best:
+            self.best, self.epoch = val["R-sum"], epoch
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _fit_rates(model_fn, tr: _Train, tcfg: TrainConfig, val: Any, test: Any, seeds: Sequence[int],
+               momentum: float) -> dict[str, Any]:
+    """Per seed: SGD with the learned per-group rates, best epoch on val, test once."""
+    per_seed = []
+    for seed in seeds:
+        torch.manual_seed(int(seed))
+        model, keeper, t0 = model_fn(int(seed)), _BestVal(), time.perf_counter()
+        cfg = replace(tcfg, seed=int(seed))
+        opt = group_optimizer(model, tr.rates, momentum)
+        history = train_contrastive(model, tr.images, tr.text, cfg, targets=tr.targets, val=val,
+                                    callback=keeper, optimizer=opt)
+        model.load_state_dict(keeper.state)
+        val_m = next(h["val"] for h in history if h["epoch"] == keeper.epoch)
+        per_seed.append({"seed": int(seed), "best_epoch": keeper.epoch, "val": val_m,
+                         "test": evaluate_val(model, test, max(cfg.batch_size, 256)),
+                         "train_time_s": time.perf_counter() - t0, "history": history})
+    mean, sd = summarize([r["test"] for r in per_seed])
+    return {"per_seed": per_seed, "mean": mean, "sd": sd, "best_epochs": [r["best_epoch"] for r in per_seed]}
+
+
+def evaluate_distilled(dset_or_pairs: Any, model_cfg: Any, val: Any, test: Any, seeds: Sequence[int] = (0, 1, 2),
+                       epochs: int | None = None, use_soft_targets: bool | None = None,
+                       use_learned_lr: bool | None = None, cfg: EvalConfig | None = None,
+                       keep_history: bool = False) -> dict[str, Any]:
+    """Train fresh models on a distilled set or real pairs; epoch chosen on VAL; test metrics over seeds.
+
+    Args:
+        dset_or_pairs: a ``DistilledSet``, or real pairs ``(images, text_emb)`` (a coreset) /
+            ``(images, text_emb, targets)``; images uint8 or float in ``[0, 1]``.
+        model_cfg: a ``ModelConfig`` (or its dict).
+        val, test: ``(PairDataset split, text_emb)`` or ``(pixels, text_emb, pair_image)``.
+        seeds: one fresh model per seed.
+        epochs, use_soft_targets, use_learned_lr: override the same fields of ``cfg``.
+        cfg: :class:`EvalConfig` (defaults otherwise).
+        keep_history: keep each seed's per-epoch history in the result.
+
+    Returns:
+        ``{"mean", "sd"`` (test metrics), ``"val_mean"``, ``"per_seed"`` (seed, best_epoch, val, test,
+        train_time_s), ``"best_epochs"``, ``"trainer"`` ("sgd_learned_lr" or the optimiser name),
+        ``"rates"``, ``"soft_targets"``, ``"batch_size"``, ``"num_pairs"``, ``"eval_time_s"``, ``"config"}``.
+    """
+    cfg = cfg or EvalConfig()
+    over = {k: v for k, v in (("epochs", epochs), ("use_soft_targets", use_soft_targets),
+                              ("use_learned_lr", use_learned_lr)) if v is not None}
+    cfg = replace(cfg, **over)
+    if not seeds:
+        raise ValueError("evaluate_distilled needs at least one seed")
+    tr = _unpack(dset_or_pairs, cfg)
+    t0 = time.perf_counter()
+    model_fn = _model_fn(model_cfg)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=tr.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+                       device=cfg.device, eval_every=cfg.eval_every)
+    if tr.rates is not None:
+        res = _fit_rates(model_fn, tr, tcfg, val, test, seeds, cfg.momentum)
+        trainer = "sgd_learned_lr"
+    else:
+        res = fit_and_evaluate(model_fn, tr.images, tr.text, tcfg, val, test, seeds=seeds, targets=tr.targets)
+        trainer = cfg.optimizer
+    if not keep_history:
+        for r in res["per_seed"]:
+            r.pop("history", None)
+    val_mean, _ = summarize([r["val"] for r in res["per_seed"]])
+    return {"mean": res["mean"], "sd": res["sd"], "val_mean": val_mean, "per_seed": res["per_seed"],
+            "best_epochs": res["best_epochs"], "trainer": trainer, "rates": tr.rates,
+            "soft_targets": tr.targets is not None, "batch_size": tr.batch_size, "num_pairs": len(tr.images),
+            "eval_time_s": time.perf_counter() - t0, "config": cfg.to_dict()}
+
+
+__all__ = ["EvalConfig", "evaluate_distilled", "group_optimizer", "METRIC_KEYS"]

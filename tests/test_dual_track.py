@@ -1,0 +1,156 @@
+"""Dual-track collaborative learning on tiny shapes data, and the noise report it produces."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from mdw_kit.data import inject_noise, load_source
+from mdw_kit.experts.dual_track import DualTrackConfig, summarize_detection, train_dual_track
+from mdw_kit.experts.report import NoiseReport, report_from_scores
+from mdw_kit.models import ModelConfig, get_flat
+from mdw_kit.train import TrainConfig, train_contrastive
+from mdw_kit.utils import seed_everything
+
+TEXT_DIM = 64
+MODEL = ModelConfig(tower="convnet2", text_dim=TEXT_DIM, image_size=32, embed_dim=64, tower_kw={"width": 16})
+
+
+def bag_of_words(captions, dim=TEXT_DIM):
+    """A fast deterministic caption embedding: the sum of fixed random word vectors (no model needed)."""
+    def vec(word):
+        seed = int(hashlib.sha256(word.encode()).hexdigest()[:8], 16)
+        return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+    words = {w for c in captions for w in c.split()}
+    table = {w: vec(w) for w in words}
+    return torch.stack([sum(table[w] for w in c.split()) for c in captions]).float()
+
+
+@pytest.fixture(scope="module")
+def noisy_shapes():
+    ds = inject_noise(load_source("shapes", num_images=300, image_size=32, seed=0), rate=0.4, seed=1)
+    train = ds.split("train")
+    return train.images[train.pair_image], bag_of_words(train.captions), train.clean
+
+
+def model_fn(seed):
+    return MODEL.build()
+
+
+FAST = dict(batch_size=32, lr=2e-3, device="cpu", progress=False)
+
+
+def test_dual_track_separates_noisy_from_clean(noisy_shapes):
+    images, text, clean = noisy_shapes
+    cfg = DualTrackConfig(epochs=8, warmup_epochs=3, **FAST)
+    res = train_dual_track(model_fn, images, text, cfg, clean=clean)
+    det = summarize_detection(res)
+    assert det["final"]["consensus"]["auroc"] > 0.8
+    assert det["final"]["A"]["auroc"] > 0.75 and det["final"]["B"]["auroc"] > 0.75
+    n = len(clean)
+    assert res.trajectories["A"].shape == (cfg.epochs + 1, get_flat(model_fn(0)).numel())
+    assert not torch.equal(res.trajectories["A"], res.trajectories["B"])  # different seeds
+    assert sorted(res.p_clean["A"]) == list(range(3, 9))  # scored from the end of warm-up on
+    assert res.p_clean["B"][8].shape == (n,)
+    rep = res.report()
+    s = rep.summary()
+    assert s["noise_known"] and s["auroc"] == pytest.approx(det["final"]["consensus"]["auroc"], abs=1e-6)
+    assert 0.1 < s["estimated_noise_rate"] < 0.7
+
+
+def test_naive_single_track_equals_plain_training(noisy_shapes):
+    images, text, _ = noisy_shapes
+    seed = 5
+    cfg = DualTrackConfig(epochs=3, warmup_epochs=1, naive=True, num_tracks=1, seed_a=seed, **FAST)
+    res = train_dual_track(model_fn, images, text, cfg)
+
+    seed_everything(seed)
+    model = model_fn(seed)
+    plain = [get_flat(model).clone()]
+    train_contrastive(model, images, text, TrainConfig(epochs=3, batch_size=32, lr=2e-3, seed=seed, device="cpu"),
+                      callback=lambda e, m, s: plain.append(get_flat(m).clone()))
+    assert torch.equal(res.trajectories["A"], torch.stack(plain))
+    assert list(res.trajectories) == ["A"]
+    assert sorted(res.p_clean["A"]) == [1, 3]  # naive runs are scored at warm-up end and at the end
+
+
+def test_select_and_weight_modes_train_differently(noisy_shapes):
+    images, text, clean = noisy_shapes
+    out = {}
+    for mode in ("select", "weight"):
+        cfg = DualTrackConfig(epochs=3, warmup_epochs=1, mode=mode, **FAST)
+        out[mode] = train_dual_track(model_fn, images, text, cfg, clean=clean)
+    # identical warm-up, different cross-supervised epochs
+    assert torch.equal(out["select"].trajectories["A"][:2], out["weight"].trajectories["A"][:2])
+    assert not torch.equal(out["select"].trajectories["A"][3], out["weight"].trajectories["A"][3])
+
+
+def test_callbacks_and_determinism(noisy_shapes):
+    images, text, clean = noisy_shapes
+    seen, infos = [], []
+    cfg = DualTrackConfig(epochs=2, warmup_epochs=1, **FAST)
+    a = train_dual_track(model_fn, images, text, cfg, clean=clean,
+                         callback=lambda t, e, m, s: seen.append((t, e)),
+                         epoch_callback=lambda e, info: infos.append(info))
+    b = train_dual_track(model_fn, images, text, cfg)
+    assert seen == [("A", 1), ("B", 1), ("A", 2), ("B", 2)]
+    assert [i["epoch"] for i in infos] == [1, 2] and "detection" in infos[-1]
+    assert torch.equal(a.trajectories["B"], b.trajectories["B"])
+    assert torch.equal(a.p_clean["A"][2], b.p_clean["A"][2])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(mode="vote"), "mode"), (dict(num_tracks=1), "num_tracks"), (dict(warmup_epochs=9, epochs=3), "warmup"),
+    (dict(seed_a=3, seed_b=3), "different seeds"), (dict(loss_ema=1.0), "loss_ema")])
+def test_config_errors_name_the_field(bad, match):
+    with pytest.raises(ValueError, match=match):
+        DualTrackConfig(**bad)
+
+
+def test_config_round_trip_and_unknown_key():
+    cfg = DualTrackConfig(epochs=7, mode="weight")
+    assert DualTrackConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="lr_decay"):
+        DualTrackConfig.from_dict({"lr_decay": 0.1})
+
+
+def test_mismatched_inputs_are_refused():
+    with pytest.raises(ValueError, match="train_text"):
+        train_dual_track(model_fn, torch.rand(8, 3, 32, 32), torch.randn(7, TEXT_DIM), DualTrackConfig(**FAST))
+    with pytest.raises(ValueError, match="clean"):
+        train_dual_track(model_fn, torch.rand(8, 3, 32, 32), torch.randn(8, TEXT_DIM), DualTrackConfig(**FAST),
+                         clean=torch.ones(5, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------ report
+def test_noise_report_summary_table_and_round_trip(tmp_path):
+    a = np.array([0.95, 0.9, 0.2, 0.1, 0.6, 0.3])
+    b = np.array([0.85, 0.7, 0.4, 0.3, 0.2, 0.9])
+    truth = np.array([True, True, False, False, True, False])
+    rep = report_from_scores(a, b, threshold=0.5, true_clean=truth, captions=list("uvwxyz"))
+    s = rep.summary()
+    # consensus: 0.9, 0.8, 0.3, 0.2, 0.4, 0.6 -> flagged rows 2, 3, 4
+    assert s["kept"] == 3 and s["estimated_noise_rate"] == pytest.approx(0.5)
+    assert s["estimated_residual_noise"] == pytest.approx(np.mean([0.1, 0.2, 0.4]))
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert s["true_residual_noise"] == pytest.approx(1 / 3) and s["true_noise_rate"] == pytest.approx(0.5)
+    assert s["auroc"] == pytest.approx(8 / 9)
+    df = rep.to_dataframe()
+    assert list(df.columns[:6]) == ["pair", "p_clean_A", "p_clean_B", "p_clean", "noise_score", "is_noisy"]
+    assert df["is_noisy"].tolist() == [False, False, True, True, True, False]
+    rep.save(tmp_path)
+    assert (tmp_path / "noise_report.json").exists() and (tmp_path / "noise_report.csv").exists()
+    back = NoiseReport.load(tmp_path)
+    assert back.summary() == s and back.captions == list("uvwxyz")
+    assert np.allclose(back.p_clean, rep.p_clean)
+
+
+def test_noise_report_without_ground_truth_and_bad_lengths(tmp_path):
+    rep = report_from_scores([0.9, 0.1, 0.8])
+    s = rep.summary()
+    assert s["noise_known"] is False and "auroc" not in s and s["kept"] == 2
+    with pytest.raises(ValueError, match="p_clean_b"):
+        report_from_scores([0.9, 0.1], [0.5])
+    from mdw_kit.runs import ArtifactError
+    with pytest.raises(ArtifactError, match="noise_report.json"):
+        NoiseReport.load(tmp_path)
