@@ -100,7 +100,8 @@ def prepare_data(source: str = "openmoji", noise: float = 0.0, noise_seed: int =
         idx = torch.as_tensor((split == s).nonzero()[0])
         parts[s] = (ds.split(s), emb[idx])
     info = {"source": source, "source_options": source_options or {}, "noise": noise,
-            "noise_seed": noise_seed, "encoder": enc.name, "prepare_time_s": round(time.time() - t0, 2),
+            "noise_seed": noise_seed, "encoder": enc.name,
+            "train_noise_rate": round(parts["train"][0].noise_rate, 4), "prepare_time_s": round(time.time() - t0, 2),
             **ds.summary()}
     return DataBundle(ds, parts["train"][0], parts["val"][0], parts["test"][0], parts["train"][1],
                       parts["val"][1], parts["test"][1], enc.name, info)

@@ -60,22 +60,26 @@ def _normalise_max(x: torch.Tensor) -> torch.Tensor:
 
 def _gradcam_chunk(model: nn.Module, x: torch.Tensor, text_emb: torch.Tensor, top_i: torch.Tensor,
                    top_w: torch.Tensor, size: int, method: str) -> torch.Tensor:
-    x = x.detach().requires_grad_(method == "saliency")
+    x = x.detach().requires_grad_(method in ("saliency", "guided"))
     feats = model.tower.stem(x)
-    fmap = model.tower.spatial(feats if method == "saliency" else feats.detach())
-    if method == "gradcam":
-        fmap = fmap.detach().requires_grad_(True)
+    fmap = model.tower.spatial(feats if x.requires_grad else feats.detach())
+    if method != "saliency":
+        fmap.retain_grad() if fmap.requires_grad else fmap.requires_grad_(True)
     scores = _image_scores(model, fmap, text_emb)
     out = torch.zeros(x.shape[0], size, size, device=x.device)
     for r in range(top_i.shape[1]):
         sel = scores.gather(1, top_i[:, r:r + 1]).sum()
-        wrt = fmap if method == "gradcam" else x
-        grad, = torch.autograd.grad(sel, wrt, retain_graph=r + 1 < top_i.shape[1])
-        if method == "gradcam":
-            cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * fmap.detach()).sum(dim=1))
-            cam = F.interpolate(cam[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        wrt = [x] if method == "saliency" else [fmap] + ([x] if method == "guided" else [])
+        grads = torch.autograd.grad(sel, wrt, retain_graph=r + 1 < top_i.shape[1])
+        if method == "saliency":
+            cam = grads[0].abs().amax(dim=1)
         else:
-            cam = grad.abs().amax(dim=1)
+            g = grads[0]
+            weight = g if method == "hirescam" else g.mean(dim=(2, 3), keepdim=True)
+            cam = F.relu((weight * fmap.detach()).sum(dim=1))
+            cam = F.interpolate(cam[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+            if method == "guided":
+                cam = cam * _normalise_max(grads[1].abs().amax(dim=1))
         out += top_w[:, r].view(-1, 1, 1) * _normalise_max(cam)
     return _normalise_max(out)
 
