@@ -393,3 +393,58 @@ def pointing_game(maps: ArrayLike | Sequence[ArrayLike], boxes: Sequence[Sequenc
 
 def _as_np(x: ArrayLike | Sequence[float]) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def box_area_share(objects: Sequence[Mapping[str, Any]], labels: Sequence[str], image_size: int) -> float:
+    """Share of an ``image_size`` image covered by the boxes of the objects named in ``labels``:
+    the chance that a uniformly random peak lands in one of them.
+
+    Example:
+        >>> box_area_share([{"label": "a", "box": [0, 0, 2, 2]}, {"label": "b", "box": [2, 2, 4, 4]}], ["a"], 4)
+        0.25
+    """
+    cover = np.zeros((image_size, image_size), dtype=bool)
+    for o in objects:
+        if o["label"] in labels:
+            x0, y0, x1, y1 = (int(round(v)) for v in o["box"])
+            cover[max(y0, 0):y1, max(x0, 0):x1] = True
+    return float(cover.mean())
+
+
+def distilled_pointing_game(dset: Any, train: Any, train_text: torch.Tensor,
+                            maps: ArrayLike | None = None) -> dict[str, Any]:
+    """The pointing game of a distilled set whose images started from real pairs with object boxes.
+
+    For synthetic image ``i``: its top text is ``argmax_j P~_ij``, read as the nearest real
+    training caption; the objects that caption names among the boxes of the real image ``i``
+    started from are the targets; a hit is a region-map peak inside one of their boxes.
+
+    Args:
+        dset: a ``DistilledSet`` (``corr``, ``init_indices``, ``maps``, ``nearest_captions``).
+        train: the training ``PairDataset`` it was distilled from (with ``boxes``, e.g. ``shapes``).
+        train_text: ``[N, d]`` caption embeddings of ``train``.
+        maps: ``[M, H, W]`` maps to score (default ``dset.maps``, the latest).
+
+    Returns:
+        ``{"share", "hits", "chance", "named", "num_images", "top_captions", "labels"}``; ``chance``
+        is the mean box-area share of the targets (what random peaks would score), ``named`` the
+        share of images whose top caption names at least one of their objects.
+    """
+    if train.boxes is None:
+        raise ValueError("pointing game: the training data has no object boxes (use the 'shapes' source)")
+    maps = dset.maps if maps is None else maps
+    if maps is None:
+        raise ValueError("pointing game: the distilled set holds no region maps (distil with CEO on)")
+    near = dset.nearest_captions(train_text, train.captions, k=1)
+    top = dset.corr.matrix().detach().cpu().argmax(dim=1).tolist()
+    rows = train.pair_image[dset.init_indices.detach().cpu()].tolist()
+    boxes = [train.boxes[r] for r in rows]
+    captions = [near[j][0][0] for j in top]
+    labels = [named_labels(c, b) for c, b in zip(captions, boxes)]
+    size = int(dset.images.shape[-1])
+    hits = pointing_game_hits(maps, boxes, labels, image_size=size)
+    chance = [box_area_share(b, lab, size) for b, lab in zip(boxes, labels)]
+    return {"share": float(hits.mean()), "hits": hits, "chance": float(np.mean(chance)),
+            "named": float(np.mean([bool(lab) for lab in labels])), "num_images": len(hits),
+            "top_captions": captions, "labels": labels}
+

@@ -13,6 +13,15 @@ from mdw_kit.pipeline import HashTextEncoder
 CFG = EvalConfig(epochs=4, eval_every=1, device="cpu")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def setup():
     ds = load_source("shapes", num_images=48, seed=0, val_frac=0.25, test_frac=0.25)

@@ -25,6 +25,15 @@ RESULT_KEYS = {"method", "kind", "budget", "spec", "key", "mean", "sd", "val_mea
                "time_s", "peak_rss_mib", "cached"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     data = prepare_data("shapes", noise=0.5, source_options={"num_images": 40}, encoder="hash")

@@ -90,11 +90,16 @@ class StaticFigureMixin:
         raise NotImplementedError
 
     def show(self, static: bool | None = None) -> "StaticFigureMixin":
+        """Display the widget and (unless ``static=False`` or ``MDW_STATIC_FIGURES=0``) its snapshot."""
         from IPython.display import display
         display(self)
         if static_enabled() if static is None else static:
-            show_static(self.static_figure())
+            self.snapshot()
         return self
+
+    def snapshot(self) -> Figure:
+        """Display the static figure of the current state now (e.g. after a live run ends)."""
+        return show_static(self.static_figure())
 
 
 class PlotPane:

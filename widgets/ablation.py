@@ -1,8 +1,9 @@
 """AblationPanel: pick a method, its ablation switches, a budget and a noise rate; run it in the kernel.
 
-Each run is a small configuration run by ``run_fn`` (by default
-:func:`mdw_kit.distill.run_method`); its result joins a table and a bar plot,
-so switching one part of MDW off at a time shows what that part contributes.
+Each run is a small configuration run by ``run_fn`` (by default a
+:class:`MethodRunner` over :func:`mdw_kit.distill.methods.run_method`); its result
+joins a table and a bar plot, so switching one part of MDW off at a time shows
+what that part contributes.
 
 Example:
     >>> def fake(method, budget, noise_rate, **switches):
@@ -29,14 +30,131 @@ from widgets._static import PlotPane, StaticFigureMixin, heavy
 DEFAULT_SWITCHES = ("dual_track", "learnable_corr", "ceo")
 SWITCH_HELP = {"dual_track": "dual-track experts", "learnable_corr": "learnable correspondence P~",
                "ceo": "CEO region emphasis"}
+# Turning one switch off turns method ``m`` into the registered ablation ``m_<suffix>``.
+SWITCH_SUFFIX = {"dual_track": "no_dual", "learnable_corr": "no_corr", "ceo": "no_ceo"}
+
+
+def resolve_method(method: str, switches: Mapping[str, bool], registry: Mapping[str, Any]) -> str:
+    """The registered method a choice of switches means: all on is ``method`` itself, one off is its
+    ablation ``method_no_<part>``; a combination nobody registered is an error naming the choices.
+
+    Example:
+        >>> resolve_method("mdw", {"ceo": False, "dual_track": True}, {"mdw": 1, "mdw_no_ceo": 1})
+        'mdw_no_ceo'
+    """
+    off = [s for s, on in switches.items() if not on]
+    if not off:
+        return method
+    name = f"{method}_{'_'.join(SWITCH_SUFFIX.get(s, 'no_' + s) for s in off)}"
+    if name not in registry:
+        have = sorted(m for m in registry if m.startswith(method + "_"))
+        raise ValueError(f"no registered method turns off {off} of {method!r}; the ablations of "
+                         f"{method!r} are {have or 'none'} (turn one switch off at a time)")
+    return name
+
+
+def switchable_methods(registry: Mapping[str, Any]) -> set[str]:
+    """Methods with at least one registered one-switch ablation.
+
+    Example:
+        >>> sorted(switchable_methods({"mdw": 1, "mdw_no_ceo": 1, "random": 1}))
+        ['mdw']
+    """
+    suffixes = set(SWITCH_SUFFIX.values())
+    return {m for m in registry if any(f"{m}_{s}" in registry for s in suffixes)}
+
+
+class MethodRunner:
+    """Runs registered methods (:func:`mdw_kit.distill.methods.run_method`) for the panel.
+
+    Keeps one data bundle and the expert buffers it needs per noise rate, so a second run at the
+    same rate reuses them. Sizes come from the arguments: keep them small, runs happen in the kernel.
+
+    Args:
+        source, source_options, encoder: the data (:func:`mdw_kit.pipeline.prepare_data`).
+        dual_track: :class:`~mdw_kit.experts.dual_track.DualTrackConfig` of the expert runs
+            (``naive=True`` is set for the naive buffer).
+        num_runs: expert runs per buffer.
+        distill, eval_cfg, seeds: forwarded to ``run_method``.
+        workdir: where buffers are written (default: a new temporary folder).
+        model_cfg: the model (default: ConvNet-3 on the data's image size and text dim).
+    """
+
+    def __init__(self, source: str = "shapes", source_options: Mapping[str, Any] | None = None,
+                 encoder: str = "minilm", dual_track: Any = None, num_runs: int = 1,
+                 distill: Mapping[str, Any] | None = None, eval_cfg: Mapping[str, Any] | None = None,
+                 seeds: Sequence[int] = (0,), workdir: str | None = None, model_cfg: Any = None):
+        import tempfile
+        from mdw_kit.distill.methods import METHODS
+        from mdw_kit.experts.dual_track import DualTrackConfig
+        self.source, self.source_options, self.encoder = source, dict(source_options or {}), encoder
+        self.dual_track = dual_track or DualTrackConfig(epochs=4, warmup_epochs=1, progress=False)
+        self.num_runs, self.distill, self.eval_cfg = int(num_runs), dict(distill or {}), dict(eval_cfg or {})
+        self.seeds, self.model_cfg, self.registry = tuple(seeds), model_cfg, METHODS
+        self.workdir = workdir or tempfile.mkdtemp(prefix="mdw-ablation-")
+        self._data: dict[float, Any] = {}
+        self._buffers: dict[tuple[float, str], Any] = {}
+
+    def methods(self) -> list[str]:
+        """Registered methods, without the one-switch ablations (the switches select those)."""
+        ablations = {f"{m}_{s}" for m in switchable_methods(self.registry) for s in SWITCH_SUFFIX.values()}
+        return [m for m in self.registry if m not in ablations]
+
+    def data(self, noise_rate: float) -> Any:
+        """The data bundle at ``noise_rate`` (built once)."""
+        key = round(float(noise_rate), 4)
+        if key not in self._data:
+            from mdw_kit.pipeline import prepare_data
+            self._data[key] = prepare_data(self.source, key, source_options=self.source_options,
+                                           encoder=self.encoder)
+        return self._data[key]
+
+    def buffer(self, noise_rate: float, kind: str) -> Any:
+        """The ``"dual_track"`` or ``"naive"`` expert buffer at ``noise_rate`` (trained once)."""
+        key = (round(float(noise_rate), 4), kind)
+        if key not in self._buffers:
+            from dataclasses import replace
+            from pathlib import Path
+            from mdw_kit.distill.methods import default_model_config, train_pairs
+            from mdw_kit.experts.buffer import build_buffer
+            data = self.data(noise_rate)
+            images, text = train_pairs(data)
+            mc = self.model_cfg or default_model_config(data)
+            cfg = replace(self.dual_track, naive=kind == "naive")
+            self._buffers[key] = build_buffer(
+                Path(self.workdir) / f"buffer-{key[0]}-{kind}", mc, images, text, cfg, self.num_runs,
+                data.fingerprint(), data.encoder_name, noise={"rate": key[0]}, clean=data.train.clean,
+                progress=False)
+        return self._buffers[key]
+
+    def _needed(self, name: str) -> list[str]:
+        spec = self.registry[name]
+        if spec.kind == "distill":
+            return [spec.experts]
+        return ["dual_track"] if spec.coreset == "clean_random" else []
+
+    def __call__(self, method: str, budget: int, noise_rate: float, callback: Callable | None = None,
+                 **switches: bool) -> dict[str, Any]:
+        """Run ``method`` (with ``switches`` off turned into its ablation) and return flat metrics."""
+        from mdw_kit.distill.methods import run_method
+        name = resolve_method(method, switches, self.registry) if method in switchable_methods(self.registry) \
+            else method
+        if callback is not None:
+            callback("data and experts", None)
+        buffers = {k: self.buffer(noise_rate, k) for k in self._needed(name)}
+        if callback is not None:
+            callback(f"running {name}", None)
+        r = run_method(name, self.data(noise_rate), budget, buffers=buffers, distill=self.distill,
+                       eval_cfg=self.eval_cfg, seeds=self.seeds, model_cfg=self.model_cfg)
+        out = {"run": name, **{k: r["mean"][k] for k in ("R-sum", "TR@1", "IR@1") if k in r["mean"]}}
+        out["R-sum sd"] = r["sd"].get("R-sum")
+        out["time_s"] = round(float(r["time_s"]), 1)
+        return out
 
 
 def _default_runner() -> tuple[Callable[..., Mapping[str, Any]], Sequence[str]]:
-    try:
-        from mdw_kit.distill import METHODS, run_method
-    except ImportError as e:  # the registry lives in the core; say so instead of failing later
-        raise ImportError("AblationPanel needs run_fn and methods, or mdw_kit.distill.METHODS / run_method") from e
-    return run_method, list(METHODS)
+    runner = MethodRunner()
+    return runner, runner.methods()
 
 
 class AblationPanel(StaticFigureMixin, W.VBox):
@@ -55,12 +173,19 @@ class AblationPanel(StaticFigureMixin, W.VBox):
     def __init__(self, run_fn: Callable[..., Mapping[str, Any]] | None = None,
                  methods: Sequence[str] | None = None, switches: Sequence[str] = DEFAULT_SWITCHES,
                  budgets: Sequence[int] = (10, 20, 50, 100), noise_rates: tuple[float, float, float] = (0.0, 0.8, 0.1),
-                 noise_rate: float = 0.4, metric: str = "R-sum"):
+                 noise_rate: float = 0.4, metric: str = "R-sum", switchable: Sequence[str] | None = None):
         super().__init__()
-        if run_fn is None or methods is None:
-            default_fn, default_methods = _default_runner()
-            run_fn, methods = run_fn or default_fn, methods or default_methods
+        if run_fn is None:
+            run_fn, default_methods = _default_runner()
+            methods = methods or default_methods
+        if methods is None:
+            methods = run_fn.methods() if hasattr(run_fn, "methods") else None
+        if not methods:
+            raise ValueError("AblationPanel needs the method names (methods=[...])")
+        if switchable is None and hasattr(run_fn, "registry"):
+            switchable = sorted(switchable_methods(run_fn.registry))
         self.run_fn, self.metric = run_fn, metric
+        self.switchable = None if switchable is None else set(switchable)
         self.method = W.Dropdown(options=list(methods), value=list(methods)[0], description="method")
         self.switches = {s: W.Checkbox(value=True, description=SWITCH_HELP.get(s, s), indent=False)
                          for s in switches}
@@ -68,6 +193,8 @@ class AblationPanel(StaticFigureMixin, W.VBox):
         lo, hi, step = noise_rates
         self.noise = heavy(W.FloatSlider, value=float(noise_rate), min=lo, max=hi, step=step,
                            description="noise rate", readout_format=".2f")
+        self.method.observe(lambda _: self._enable_switches(), names="value")
+        self._enable_switches()
         self.button = W.Button(description="run", button_style="primary", icon="play")
         self.button.on_click(lambda _: self.run())
         self.status = W.HTML("<i>choose a configuration and press run</i>")
@@ -79,11 +206,17 @@ class AblationPanel(StaticFigureMixin, W.VBox):
                          W.HBox([self.button, self.status]), self.out, self.table, self.pane.widget]
         self.add_class("mdw-ablation-panel")
 
+    def _enable_switches(self) -> None:
+        on = self.switchable is None or self.method.value in self.switchable
+        for w in self.switches.values():
+            w.disabled = not on
+
     def config(self) -> dict[str, Any]:
-        """The configuration the controls describe."""
+        """The configuration the controls describe (switches only where the method has them)."""
         cfg: dict[str, Any] = {"method": self.method.value, "budget": int(self.budget.value),
                                "noise_rate": float(self.noise.value)}
-        cfg.update({s: bool(w.value) for s, w in self.switches.items()})
+        if self.switchable is None or self.method.value in self.switchable:
+            cfg.update({s: bool(w.value) for s, w in self.switches.items()})
         return cfg
 
     def _accepts_callback(self) -> bool:

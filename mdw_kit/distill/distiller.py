@@ -83,8 +83,9 @@ class DistillConfig:
         lr_init: initial student rate ``eta`` (``None``: calibrated on the buffer, see
             :func:`~mdw_kit.distill.matching.calibrate_lr`).
         corr, corr_rank, corr_alpha: correspondence kind (``identity`` / ``full`` / ``lowrank``).
-        ceo_beta, ceo_k, ceo_every, ceo_clip: CEO strength (0 = off), top-k texts per image,
-            map refresh interval, clip of the pixel weights.
+        ceo_beta, ceo_k, ceo_every, ceo_clip, ceo_method: CEO strength (0 = off), top-k texts per
+            image, map refresh interval, clip of the pixel weights, map method (see
+            :func:`~mdw_kit.distill.ceo.region_maps`).
         mode: ``"unroll"`` or ``"constant_memory"``.
         init, clean_threshold: stage-2 selection method and clean-probability threshold.
         clamp_pixels: clamp images to ``[0, 1]`` after each step.
@@ -118,6 +119,7 @@ class DistillConfig:
     ceo_k: int = 3
     ceo_every: int = 10
     ceo_clip: tuple[float, float] = DEFAULT_CLIP
+    ceo_method: str = "auto"
     mode: str = "unroll"
     init: str = "kcenter"
     clean_threshold: float = 0.5
@@ -290,6 +292,7 @@ class Distiller:
                 self.syn.log_lr.copy_(torch.tensor(lrs).log())
             self.syn.meta["lr_calibrated"] = dict(zip(LR_GROUPS, lrs))
         self._make_optimisers()
+        self._good = self._snapshot()
         return self.syn
 
     def _model_config_dict(self) -> dict | None:
@@ -439,7 +442,7 @@ class Distiller:
 
     def _maps(self) -> torch.Tensor:
         return region_maps(self.model, self._map_flat(), self.syn.images.detach(), self.syn.text.detach(),
-                           self.syn.corr.matrix().detach(), k=self.cfg.ceo_k)
+                           self.syn.corr.matrix().detach(), k=self.cfg.ceo_k, method=self.cfg.ceo_method)
 
     def _record_maps(self, it: int) -> None:
         if self.cfg.save_maps_every:

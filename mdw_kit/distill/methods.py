@@ -199,6 +199,16 @@ def _stage1_p_clean(buf: Any, fallback: torch.Tensor | None) -> torch.Tensor | N
         return fallback
 
 
+def plain_step_time(dist: Distiller, syn: Any, repeats: int = 3) -> float:
+    """Median seconds of the ``syn_steps`` plain SGD steps one iteration of ``dist`` unrolls (same model, set)."""
+    from mdw_kit.distill.matching import time_plain_steps
+    start = dist.buffer.trajectory(0)[0].to(syn.images.device)
+    g = torch.Generator().manual_seed(0)
+    runs = sorted(time_plain_steps(dist.model, syn, start, dist.cfg.syn_steps, dist.cfg.batch_syn, generator=g)
+                  for _ in range(repeats))
+    return runs[len(runs) // 2]
+
+
 # ------------------------------------------------------------------ the three kinds
 def _run_coreset(spec: MethodSpec, data: Any, M: int, ctx: dict[str, Any]) -> dict[str, Any]:
     images, text = train_pairs(data)
@@ -245,8 +255,11 @@ def _run_distill(spec: MethodSpec, data: Any, dcfg: DistillConfig, ctx: dict[str
     syn = dist.run()
     wall = time.perf_counter() - t0
     times = sorted(h["time"] for h in dist.history if h.get("time") is not None)
+    it_time = times[len(times) // 2] if times else None
+    plain = plain_step_time(dist, syn)
     info = {"time_s": wall, "iterations": dist.iteration, "recoveries": dist.recoveries,
-            "time_per_iteration_s": times[len(times) // 2] if times else None,
+            "time_per_iteration_s": it_time, "plain_steps_s": plain,
+            "iteration_over_plain": it_time / plain if it_time and plain else None,
             "summary": dist.summary(), "config": dcfg.to_dict(),
             "init_true_clean_share": _clean_share(data, syn.init_indices)}
     ev = evaluate_distilled(syn, ctx["model_cfg"], data.val_split(), data.test_split(), ctx["seeds"],
@@ -344,4 +357,4 @@ def _cached(run_dir: str | Path | None, key: str) -> dict[str, Any] | None:
 
 
 __all__ = ["MethodSpec", "METHODS", "get_method", "run_method", "FixedRateDistiller", "train_pairs",
-           "default_model_config", "peak_rss_mib"]
+           "default_model_config", "peak_rss_mib", "plain_step_time"]

@@ -1,0 +1,426 @@
+"""Distillation benchmark: every method on openmoji at 0% / 50% noise, budgets 100 / 200 / 500.
+
+CPU towers (ConvNet-3 on 32 px, frozen MiniLM + linear text head). For each noise
+rate the dual-track and naive expert buffers are built once and cached under
+``--work-dir``; every (noise, method, budget) cell then runs in its own process
+(so its peak memory is its own) through :func:`mdw_kit.distill.methods.run_method`
+and leaves ``result.json`` in its folder, so a rerun skips finished cells and a
+killed distillation resumes from its checkpoint. Cell folders carry a hash of the
+settings: changed settings get fresh cells.
+
+Also measured: the cost of one distillation iteration against the plain SGD steps
+it unrolls (same process, same model and set; both gradient modes), and the peak
+memory of the constant-memory mode at 10 vs 40 student steps (each in a fresh
+process; peak RSS growth over the set-up, Linux ``VmHWM`` reset before the
+iterations), with the unrolled mode for contrast.
+
+Writes ``benchmarks/results/distill.json`` (``distill_quick.json`` with ``--quick``):
+the exact command line, the settings, every cell, the table, and each target
+marked met / missed (``null`` when a cell it needs was not run).
+
+Usage::
+
+    python benchmarks/bench_distill.py --quick                       # 50% noise, 100 pairs, 4 methods
+    python benchmarks/bench_distill.py                               # everything (hours on 2 cores)
+    python benchmarks/bench_distill.py --noise 0.5 --budgets 100 200 --methods mdw lors --iterations 200
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ALL_METHODS = ["random", "herding", "kcenter", "clean_random", "mtt_vl", "lors", "mdw", "mdw_no_dual",
+               "mdw_no_ceo", "mdw_no_corr", "full_noisy", "clean_oracle"]
+QUICK_METHODS = ["clean_random", "mtt_vl", "lors", "mdw"]
+METRICS = ["TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10"]
+
+
+# ------------------------------------------------------------------ settings
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="50%% noise, 100 pairs, mdw/lors/mtt_vl/clean_random, "
+                   "short expert / distillation / evaluation runs")
+    p.add_argument("--noise", type=float, nargs="+", help="noise rates (default 0.0 0.5)")
+    p.add_argument("--budgets", type=int, nargs="+", help="budgets in pairs (default 100 200 500)")
+    p.add_argument("--methods", nargs="+", choices=ALL_METHODS, help="methods (default all)")
+    p.add_argument("--iterations", type=int, help="distillation iterations (default 300; quick 60)")
+    p.add_argument("--seeds", type=int, nargs="+", help="evaluation seeds (default 0 1 2)")
+    p.add_argument("--eval-epochs", type=int, help="epochs on a distilled set / coreset (default 300; quick 150)")
+    p.add_argument("--expert-epochs", type=int, help="epochs per expert track (default 20; quick 10)")
+    p.add_argument("--expert-runs", type=int, help="dual-track (and naive) runs per buffer (default 2; quick 1)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="buffers and cell results, reused across runs (default: cache_dir('bench_distill'))")
+    p.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/distill.json)")
+    p.add_argument("--source", default="openmoji", help="data source (openmoji; shapes for a smoke run)")
+    p.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="source option, repeatable (default image_size=32)")
+    p.add_argument("--encoder", default="minilm", help="frozen text encoder (minilm; hash for a smoke run)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--skip-costs", action="store_true", help="skip the iteration-cost and memory probes")
+    p.add_argument("--child", choices=["cell", "cost", "memory"], help=argparse.SUPPRESS)
+    p.add_argument("--child-args", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def build_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything that decides the results, as plain JSON."""
+    q = args.quick
+    options = {"image_size": 32}
+    for kv in args.source_option:
+        k, v = kv.split("=", 1)
+        options[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false", "null") else v
+    expert_epochs = args.expert_epochs or (10 if q else 20)
+    return {
+        "source": args.source, "source_options": options, "encoder": args.encoder, "noise_seed": 0,
+        "model": {"tower": "convnet3", "image_size": int(options["image_size"]), "embed_dim": 256,
+                  "text_head": "linear"},
+        "experts": {"epochs": expert_epochs, "warmup_epochs": 2, "num_runs": args.expert_runs or (1 if q else 2)},
+        "distill": {"iterations": args.iterations or (60 if q else 300), "syn_steps": 10, "expert_epochs": 2,
+                    "max_start_epoch": min(10, expert_epochs - 2), "batch_syn": 50},
+        "eval": {"epochs": args.eval_epochs or (150 if q else 300), "eval_every": 10,
+                 "full_epochs": 10 if q else 20},
+        "seeds": args.seeds or [0, 1, 2],
+        "noise": args.noise or ([0.5] if q else [0.0, 0.5]),
+        "budgets": args.budgets or ([100] if q else [100, 200, 500]),
+        "methods": args.methods or (QUICK_METHODS if q else ALL_METHODS),
+    }
+
+
+def short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def work_dir(args: argparse.Namespace) -> Path:
+    if args.work_dir is not None:
+        return args.work_dir
+    from mdw_kit.utils import cache_dir
+    return cache_dir("bench_distill")
+
+
+# ------------------------------------------------------------------ data and buffers
+def load_data(settings: dict[str, Any], noise: float):
+    from mdw_kit.pipeline import prepare_data
+    return prepare_data(settings["source"], noise=noise, noise_seed=settings["noise_seed"],
+                        source_options=settings["source_options"], encoder=settings["encoder"])
+
+
+def model_config(settings: dict[str, Any], data) -> Any:
+    from mdw_kit.models import ModelConfig
+    return ModelConfig(text_dim=data.text_dim, **settings["model"])
+
+
+def buffer_dirs(root: Path, settings: dict[str, Any], noise: float) -> dict[str, Path]:
+    key = short_hash({k: settings[k] for k in ("source", "source_options", "encoder", "noise_seed", "model",
+                                                 "experts")})
+    return {kind: root / "buffers" / f"noise{noise:g}" / f"{kind}-{key}" for kind in ("dual_track", "naive")}
+
+
+def ensure_buffers(root: Path, settings: dict[str, Any], noise: float, data=None) -> dict[str, Any]:
+    """Build (or load) the dual-track and naive buffers of one noise rate; build_buffer resumes."""
+    from mdw_kit.distill.methods import train_pairs
+    from mdw_kit.experts.buffer import build_buffer, load_buffer
+    from mdw_kit.experts.dual_track import DualTrackConfig
+    data = data or load_data(settings, noise)
+    out = {}
+    for kind, path in buffer_dirs(root, settings, noise).items():
+        if (path / "consensus.safetensors").exists():
+            try:
+                out[kind] = load_buffer(path, data_fingerprint=data.fingerprint())
+                continue
+            except Exception as e:  # noqa: BLE001 - an unusable buffer is rebuilt (resumes its runs)
+                print(f"buffer {path} not usable ({e}); building", flush=True)
+        e = settings["experts"]
+        cfg = DualTrackConfig(epochs=e["epochs"], warmup_epochs=e["warmup_epochs"], naive=kind == "naive")
+        images, text = train_pairs(data)
+        t0 = time.perf_counter()
+        print(f"building {kind} buffer at noise {noise:g} in {path}", flush=True)
+        out[kind] = build_buffer(path, model_config(settings, data), images, text, cfg, e["num_runs"],
+                                 data_fingerprint=data.fingerprint(), text_encoder_name=data.encoder_name,
+                                 noise={"rate": noise, "seed": settings["noise_seed"]}, clean=data.train.clean)
+        print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+# ------------------------------------------------------------------ cells (child processes)
+def cell_dir(root: Path, settings: dict[str, Any], noise: float, method: str, budget: int | None) -> Path:
+    key = short_hash({k: settings[k] for k in ("source", "source_options", "encoder", "noise_seed", "model",
+                                                 "experts", "distill", "eval", "seeds")})
+    name = f"{method}-M{budget}" if budget is not None else method
+    return root / "cells" / f"noise{noise:g}" / f"{name}-{key}"
+
+
+def child_cell(root: Path, settings: dict[str, Any], noise: float, method: str, budget: int | None) -> None:
+    """Run one cell in this process; ``run_method`` writes ``result.json`` into the cell folder."""
+    from mdw_kit.distill.methods import run_method
+    data = load_data(settings, noise)
+    buffers = ensure_buffers(root, settings, noise, data)
+    d = cell_dir(root, settings, noise, method, budget)
+    distill = dict(settings["distill"], progress=False, checkpoint_every=25)
+    r = run_method(method, data, budget, buffers, distill=distill, eval_cfg=settings["eval"],
+                   seeds=settings["seeds"], run_dir=d, model_cfg=model_config(settings, data))
+    print(f"{method} M={budget} noise={noise:g}: R-sum {r['mean']['R-sum']:.1f} +- {r['sd']['R-sum']:.1f}",
+          flush=True)
+
+
+def run_child(kind: str, payload: dict[str, Any], args: argparse.Namespace, log: Path) -> int:
+    """Run ``kind`` in a fresh process (its own peak memory); output appended to ``log``."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--child-args", json.dumps(payload),
+           "--threads", str(args.threads)]
+    env = dict(os.environ, MDW_NO_PROGRESS=os.environ.get("MDW_NO_PROGRESS", "1"))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT)).returncode
+
+
+# ------------------------------------------------------------------ cost and memory probes
+def _probe_distiller(root: Path, settings: dict[str, Any], mode: str, syn_steps: int):
+    """An initialised MDW distiller (100 pairs, or the smallest budget) on the 50%-noise (else first)
+    buffers, fixed start rate (the probes time and size iterations; they do not need a good rate)."""
+    budget = min(100, *settings["budgets"])
+    from mdw_kit.distill.distiller import Distiller
+    from mdw_kit.distill.methods import get_method, train_pairs
+    noise = 0.5 if 0.5 in settings["noise"] else settings["noise"][0]
+    data = load_data(settings, noise)
+    buf = ensure_buffers(root, settings, noise, data)["dual_track"]
+    over = dict(settings["distill"], syn_steps=syn_steps, mode=mode, lr_init=0.01, progress=False,
+                checkpoint_every=0, save_maps_every=0)
+    cfg = get_method("mdw").distill_config(budget, over)
+    images, text = train_pairs(data)
+    dist = Distiller(cfg, buf, model_config(settings, data), images, text)
+    dist.initialise()
+    return dist
+
+
+def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) -> None:
+    """Iteration time vs the plain SGD steps it unrolls, both modes, same process / model / set."""
+    from mdw_kit.distill.methods import plain_step_time
+    res = {}
+    for mode in ("unroll", "constant_memory"):
+        dist = _probe_distiller(root, settings, mode, settings["distill"]["syn_steps"])
+        times = []
+        for it in range(1, iters + 1):
+            t0 = time.perf_counter()
+            dist.step(it)
+            times.append(time.perf_counter() - t0)
+        plain = plain_step_time(dist, dist.syn, repeats=5)
+        steady = sorted(times[1:])  # iteration 1 also builds the CEO maps
+        med = steady[len(steady) // 2]
+        res[mode] = {"iteration_s_median": med, "iteration_s_mean_with_maps": sum(times) / len(times),
+                     "plain_steps_s": plain, "ratio": med / plain, "iterations": iters,
+                     "syn_steps": dist.cfg.syn_steps, "budget": dist.cfg.num_pairs}
+    out.write_text(json.dumps(res, indent=2))
+
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def child_memory(root: Path, settings: dict[str, Any], mode: str, syn_steps: int, out: Path,
+                 iters: int = 3) -> None:
+    """Peak RSS growth over the set-up during ``iters`` iterations (VmHWM reset after set-up)."""
+    import gc
+    dist = _probe_distiller(root, settings, mode, syn_steps)
+    dist.step(1)  # CEO maps and lazy allocations happen here, before the measured window
+    gc.collect()
+    base = _rss_kib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = True
+    except OSError:
+        reset = False
+    for it in range(2, iters + 2):
+        dist.step(it)
+    peak = _rss_kib("VmHWM")
+    out.write_text(json.dumps({"mode": mode, "syn_steps": syn_steps, "base_rss_mib": (base or 0) / 1024,
+                               "peak_rss_mib": (peak or 0) / 1024, "peak_reset": reset,
+                               "growth_mib": ((peak or 0) - (base or 0)) / 1024}))
+
+
+# ------------------------------------------------------------------ orchestration
+def cells(settings: dict[str, Any]) -> list[tuple[float, str, int | None]]:
+    """(noise, method, budget) of every cell; references once per noise rate."""
+    from mdw_kit.distill.methods import METHODS
+    out = []
+    for noise in settings["noise"]:
+        for method in settings["methods"]:
+            budgets = [None] if METHODS[method].kind == "reference" else settings["budgets"]
+            out.extend((noise, method, b) for b in budgets)
+    return out
+
+
+def run_all(root: Path, settings: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Build buffers per noise rate, run missing cells in child processes, collect every result."""
+    from mdw_kit.runs import read_json
+    results = []
+    for noise in settings["noise"]:
+        todo = [c for c in cells(settings) if c[0] == noise]
+        if any(not (cell_dir(root, settings, *c) / "result.json").exists() for c in todo):
+            ensure_buffers(root, settings, noise)
+        for _, method, budget in todo:
+            d = cell_dir(root, settings, noise, method, budget)
+            if not (d / "result.json").exists():
+                t0 = time.perf_counter()
+                print(f"cell noise={noise:g} {method} M={budget} ...", flush=True)
+                rc = run_child("cell", {"root": str(root), "settings": settings, "noise": noise,
+                                        "method": method, "budget": budget}, args, d / "cell.log")
+                status = "done" if rc == 0 else f"FAILED (exit {rc}, see {d / 'cell.log'})"
+                print(f"  {status} in {time.perf_counter() - t0:.0f} s", flush=True)
+            if (d / "result.json").exists():
+                results.append(dict(read_json(d / "result.json"), noise=noise, cell_dir=str(d)))
+    return results
+
+
+def run_probes(root: Path, settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Iteration cost (one child) and memory at N = 10 / 40 in both modes (one child each)."""
+    probes = root / "probes" / short_hash(settings)
+    probes.mkdir(parents=True, exist_ok=True)
+    base = {"root": str(root), "settings": settings}
+    cost = probes / "cost.json"
+    if not cost.exists():
+        print("probe: iteration cost vs plain steps ...", flush=True)
+        run_child("cost", dict(base, out=str(cost)), args, probes / "probe.log")
+    memory = {}
+    for mode in ("constant_memory", "unroll"):
+        for n in (10, 40):
+            f = probes / f"memory-{mode}-N{n}.json"
+            if not f.exists():
+                print(f"probe: memory {mode} N={n} ...", flush=True)
+                run_child("memory", dict(base, mode=mode, syn_steps=n, out=str(f)), args, probes / "probe.log")
+            if f.exists():
+                memory[f"{mode}_N{n}"] = json.loads(f.read_text())
+    return {"cost": json.loads(cost.read_text()) if cost.exists() else None, "memory": memory}
+
+
+# ------------------------------------------------------------------ summary
+def _rsum(results: list[dict], noise: float, method: str, budget: int | None) -> float | None:
+    for r in results:
+        if r["noise"] == noise and r["method"] == method and r["budget"] == budget:
+            return r["mean"]["R-sum"]
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def table_rows(results: list[dict]) -> list[dict[str, Any]]:
+    """One row per cell: metrics, R-sum mean +- sd, ratios to LoRS / random, costs."""
+    rows = []
+    for r in sorted(results, key=lambda r: (r["noise"], r["budget"] or 0, ALL_METHODS.index(r["method"]))):
+        d = r.get("distill") or {}
+        rsum = r["mean"]["R-sum"]
+        rows.append({"noise": f"{r['noise']:.0%}", "M": "all" if r["budget"] is None else str(r["budget"]),
+                     "method": r["method"], **{k: r["mean"][k] for k in METRICS},
+                     "R-sum": (rsum, r["sd"]["R-sum"]),
+                     "x LoRS": _ratio(rsum, _rsum(results, r["noise"], "lors", r["budget"])),
+                     "x random": _ratio(rsum, _rsum(results, r["noise"], "random", r["budget"])),
+                     "s/iter": d.get("time_per_iteration_s"), "iter/plain": d.get("iteration_over_plain"),
+                     "peak MiB": r.get("peak_rss_mib")})
+    return rows
+
+
+def _target(name: str, value: float | None, threshold: float, higher: bool = True) -> dict[str, Any]:
+    met = None if value is None else (value >= threshold if higher else value <= threshold)
+    return {"target": name, "value": value, "threshold": threshold, "met": met}
+
+
+def targets(results: list[dict], settings: dict[str, Any], probes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The benchmark's targets, each met / missed / null (not measured)."""
+    R = lambda n, m, b: _rsum(results, n, m, b)  # noqa: E731
+    out = []
+    for b in settings["budgets"]:
+        mdw = R(0.5, "mdw", b)
+        out.append(_target(f"50% noise, M={b}: MDW / LoRS >= 1.15", _ratio(mdw, R(0.5, "lors", b)), 1.15))
+        out.append(_target(f"50% noise, M={b}: MDW / MTT-VL >= 1.15", _ratio(mdw, R(0.5, "mtt_vl", b)), 1.15))
+        out.append(_target(f"50% noise, M={b}: MDW / clean_random >= 1.5",
+                           _ratio(mdw, R(0.5, "clean_random", b)), 1.5))
+        out.append(_target(f"0% noise, M={b}: MDW / LoRS >= 0.98", _ratio(R(0.0, "mdw", b), R(0.0, "lors", b)),
+                           0.98))
+    out.append(_target("MDW M=100 at 50% / MTT-VL M=100 at 0% >= 0.9",
+                       _ratio(R(0.5, "mdw", 100), R(0.0, "mtt_vl", 100)), 0.9))
+    out.append(_target("MDW M=200 at 50% / full noisy data at 50% >= 1.0",
+                       _ratio(R(0.5, "mdw", 200), R(0.5, "full_noisy", None)), 1.0))
+    cost = (probes.get("cost") or {})
+    for mode in ("unroll", "constant_memory"):
+        out.append(_target(f"{mode}: iteration / plain steps <= 3", (cost.get(mode) or {}).get("ratio"), 3.0,
+                           higher=False))
+    mem = probes.get("memory") or {}
+    a, b = mem.get("constant_memory_N40"), mem.get("constant_memory_N10")
+    growth = _ratio(a["growth_mib"], b["growth_mib"]) if a and b else None
+    out.append(_target("constant memory: peak growth N=40 / N=10 <= 1.1", growth, 1.1, higher=False))
+    return out
+
+
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    return {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads,
+            "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "cuda": torch.cuda.is_available()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    if args.child:
+        return child_main(args)
+    settings = build_settings(args)
+    root = work_dir(args)
+    t0 = time.perf_counter()
+    results = run_all(root, settings, args)
+    probes = {} if args.skip_costs else run_probes(root, settings, args)
+    from mdw_kit.evaluate import format_table
+    rows = table_rows(results)
+    table = format_table(rows, digits=2) if rows else "(no finished cells)"
+    tg = targets(results, settings, probes)
+    print("\n" + table + "\n")
+    for t in tg:
+        mark = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        val = "-" if t["value"] is None else f"{t['value']:.3f}"
+        print(f"  [{mark:>12}] {t['target']}: {val}")
+    out = args.out or ROOT / "benchmarks" / "results" / ("distill_quick.json" if args.quick else "distill.json")
+    report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "quick": args.quick,
+              "settings": settings, "work_dir": str(root), "environment": environment(args),
+              "wall_time_s": time.perf_counter() - t0, "table": table, "targets": tg, "probes": probes,
+              "cells": [{k: v for k, v in r.items() if k not in ("per_seed",)} | {"per_seed": [
+                  {k: v for k, v in s.items() if k != "history"} for s in r.get("per_seed", [])]}
+                  for r in results]}
+    from mdw_kit.runs import write_json
+    write_json(out, report)
+    print(f"\nwrote {out}")
+    return 0
+
+
+def child_main(args: argparse.Namespace) -> int:
+    p = json.loads(args.child_args)
+    root, settings = Path(p["root"]), p["settings"]
+    if args.child == "cell":
+        child_cell(root, settings, p["noise"], p["method"], p["budget"])
+    elif args.child == "cost":
+        child_cost(root, settings, Path(p["out"]))
+    else:
+        child_memory(root, settings, p["mode"], p["syn_steps"], Path(p["out"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
