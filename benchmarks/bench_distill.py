@@ -236,10 +236,13 @@ def _rss_kib(field: str) -> int | None:
 
 def child_memory(root: Path, settings: dict[str, Any], mode: str, syn_steps: int, out: Path,
                  iters: int = 3) -> None:
-    """Peak RSS growth over the set-up during ``iters`` iterations (VmHWM reset after set-up)."""
+    """Peak RSS growth over the set-up during the first ``iters`` iterations (VmHWM reset after set-up).
+
+    The window starts before the first iteration: memory the allocator keeps after a step would
+    otherwise hide that step's peak from a later window.
+    """
     import gc
     dist = _probe_distiller(root, settings, mode, syn_steps)
-    dist.step(1)  # CEO maps and lazy allocations happen here, before the measured window
     gc.collect()
     base = _rss_kib("VmRSS")
     try:
@@ -247,12 +250,13 @@ def child_memory(root: Path, settings: dict[str, Any], mode: str, syn_steps: int
         reset = True
     except OSError:
         reset = False
-    for it in range(2, iters + 2):
+    for it in range(1, iters + 1):
         dist.step(it)
     peak = _rss_kib("VmHWM")
     out.write_text(json.dumps({"mode": mode, "syn_steps": syn_steps, "base_rss_mib": (base or 0) / 1024,
                                "peak_rss_mib": (peak or 0) / 1024, "peak_reset": reset,
-                               "growth_mib": ((peak or 0) - (base or 0)) / 1024}))
+                               "growth_mib": ((peak or 0) - (base or 0)) / 1024,
+                               "budget": dist.cfg.num_pairs, "batch_syn": dist.cfg.batch_syn}))
 
 
 # ------------------------------------------------------------------ orchestration

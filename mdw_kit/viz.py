@@ -284,7 +284,7 @@ def plot_region_history(init_image: ArrayLike | None, images: Sequence[ArrayLike
 
 def _rect(x0: float, y0: float, x1: float, y1: float):
     from matplotlib.patches import Rectangle
-    return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.2)
+    return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="0.55", linewidth=1.0, linestyle="--")
 
 
 def plot_curves(history: Mapping[str, Any], title: str = "") -> Figure:

@@ -14,8 +14,6 @@ from mdw_kit.models import build_model
 from mdw_kit.models.retrieval import ImageTower, RetrievalModel, get_flat
 from mdw_kit.train import TrainConfig, train_contrastive
 
-torch.set_num_threads(2)
-
 
 # ------------------------------------------------------------------ helpers
 def tiny_model(spatial: bool = True) -> RetrievalModel:

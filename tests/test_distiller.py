@@ -19,8 +19,6 @@ from mdw_kit.models.retrieval import ImageTower, RetrievalModel, get_flat
 from mdw_kit.runs import ArtifactError
 from mdw_kit.train import TrainConfig, train_contrastive
 
-torch.set_num_threads(2)
-
 
 # ------------------------------------------------------------------ helpers
 def tiny_model() -> RetrievalModel:
@@ -183,11 +181,10 @@ def test_a_few_iterations_lower_the_matching_loss_on_shapes():
                                                device="cpu"),
                       callback=lambda e, m, s: traj.append(get_flat(m)))
     cfg = DistillConfig(num_pairs=20, iterations=8, syn_steps=3, expert_epochs=2, max_start_epoch=2,
-                        batch_syn=10, lr_init=None, ceo_beta=0.5, device="cpu", progress=False,
+                        batch_syn=10, lr_init=0.01, ceo_beta=0.5, device="cpu", progress=False,
                         save_maps_every=0)
     d = Distiller(cfg, TrajectoryList([torch.stack(traj)]), model, x, t)
     d.initialise()
-    assert set(d.syn.meta["lr_calibrated"]) == {"image", "text"}
     before = d.evaluate_matching(num=4, seed=11)
     d.run()
     after = d.evaluate_matching(num=4, seed=11)
@@ -280,6 +277,14 @@ def test_gives_up_after_max_recoveries(monkeypatch):
     monkeypatch.setattr(distiller, "match_loss", always_nan)
     with pytest.raises(FloatingPointError, match="gave up after 3 recoveries"):
         tiny_distiller(max_recoveries=2).run()
+
+
+def test_student_rate_is_calibrated_when_not_given():
+    d = tiny_distiller(lr_init=None)
+    syn = d.initialise()
+    lrs = syn.meta["lr_calibrated"]
+    assert set(lrs) == {"image", "text"}
+    assert syn.learning_rates() == pytest.approx(lrs)
 
 
 @pytest.mark.parametrize("corr", ["identity", "lowrank"])

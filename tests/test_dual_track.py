@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mdw_kit.data import inject_noise, load_source
+from mdw_kit.data.shapes import COLORS, SHAPES
 from mdw_kit.experts.dual_track import DualTrackConfig, summarize_detection, train_dual_track
 from mdw_kit.experts.report import NoiseReport, report_from_scores
 from mdw_kit.models import ModelConfig, get_flat
@@ -16,14 +17,15 @@ TEXT_DIM = 64
 MODEL = ModelConfig(tower="convnet2", text_dim=TEXT_DIM, image_size=32, embed_dim=64, tower_kw={"width": 16})
 
 
-def bag_of_words(captions, dim=TEXT_DIM):
-    """A fast deterministic caption embedding: the sum of fixed random word vectors (no model needed)."""
+def bag_of_words(captions, dim=TEXT_DIM, vocab=tuple(COLORS) + SHAPES):
+    """A fast deterministic caption embedding (no model needed): the sum of fixed random vectors of
+    the caption's words in ``vocab`` (colour and shape names by default, which a small ConvNet learns fast)."""
     def vec(word):
         seed = int(hashlib.sha256(word.encode()).hexdigest()[:8], 16)
         return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
-    words = {w for c in captions for w in c.split()}
-    table = {w: vec(w) for w in words}
-    return torch.stack([sum(table[w] for w in c.split()) for c in captions]).float()
+    table = {w: vec(w) for w in vocab}
+    return torch.stack([sum((table[w] for w in c.split() if w in table), torch.zeros(dim))
+                        for c in captions]).float()
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,6 @@ from mdw_kit.distill.synthetic import DistilledSet
 from mdw_kit.models.retrieval import ImageTower, RetrievalModel, get_flat
 from mdw_kit.train import symmetric_info_nce
 
-torch.set_num_threads(2)
-
 
 def tiny_model(seed: int = 0, dtype=torch.float32) -> RetrievalModel:
     torch.manual_seed(seed)

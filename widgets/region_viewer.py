@@ -26,7 +26,7 @@ from mdw_kit.viz import map_peak, overlay_region, plot_region_history, to_hwc
 from widgets._static import StaticFigureMixin, heavy, image_widget, png_bytes
 
 
-def _draw_boxes(arr: np.ndarray, objects: Sequence[Mapping[str, Any]], colour=(1.0, 1.0, 1.0)) -> np.ndarray:
+def _draw_boxes(arr: np.ndarray, objects: Sequence[Mapping[str, Any]], colour=(0.55, 0.55, 0.55)) -> np.ndarray:
     """Outline the boxes ``[x0, y0, x1, y1]`` (ends exclusive) on an ``[H, W, 3]`` float image."""
     out = arr.copy()
     h, w = out.shape[:2]

@@ -79,7 +79,9 @@ class DualTrackConfig:
         loss_ema: weight of the previous average in the per-pair loss EMA the mixture is fitted
             on (0 = this epoch's losses only).
         min_weight: floor of the per-pair weights in ``"weight"`` mode (0 keeps ``w`` as is).
-        score_batch_size: mini-batch size of the per-pair scoring (fixed seeded batches).
+        scoring: ``"global"``: each pair's loss against all pairs (:func:`global_pair_losses`);
+            ``"batch"``: in fixed seeded mini-batches (:func:`~mdw_kit.train.per_pair_losses`).
+        score_batch_size: chunk / mini-batch size of the scoring.
         eval_every: validation every this many epochs when a validation split is given.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         progress: show a progress bar over epochs.
@@ -100,12 +102,15 @@ class DualTrackConfig:
     lr_after_warmup: float = 1.0
     loss_ema: float = 0.5
     min_weight: float = 0.0
+    scoring: str = "global"
     score_batch_size: int = 256
     eval_every: int = 1
     device: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.scoring not in ("global", "batch"):
+            raise ValueError(f"DualTrackConfig.scoring must be 'global' or 'batch', got {self.scoring!r}")
         if self.mode not in MODES:
             raise ValueError(f"DualTrackConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.num_tracks not in (1, 2) or (self.num_tracks == 1 and not self.naive):
@@ -270,10 +275,49 @@ def _train_epoch(track: _Track, epoch: int, images: torch.Tensor, text: torch.Te
     return stats
 
 
-def _score(track: _Track, images: torch.Tensor, text: torch.Tensor,
-           cfg: DualTrackConfig) -> tuple[torch.Tensor, dict]:
+@torch.no_grad()
+def global_pair_losses(model: nn.Module, images: torch.Tensor, text: torch.Tensor,
+                       groups: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Each pair's symmetric InfoNCE loss against ALL pairs (not a mini-batch): a stable noise score.
+
+    Image ``i``'s image-to-text term is a softmax over all ``N`` captions, caption ``i``'s
+    text-to-image term one over all ``N`` images, computed in row chunks (memory
+    ``batch_size x N``). ``groups[i]`` (e.g. the image index of pair ``i``) marks pairs that share
+    an image: their other captions and duplicate images are left out of each other's negatives.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
+        >>> m = RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        >>> global_pair_losses(m, torch.rand(10, 3, 8, 8), torch.randn(10, 8), batch_size=4).shape
+        torch.Size([10])
+    """
+    from mdw_kit.evaluate import embed_arrays  # local import: evaluate imports train
+
+    img, txt = embed_arrays(model, images, text, batch_size)
+    n, inv_tau = int(img.shape[0]), 1.0 / float(getattr(model, "temperature", 1.0))
+    i2t, pos = torch.empty(n), torch.empty(n)
+    col_lse = torch.full((n,), -math.inf)
+    for start in range(0, n, batch_size):
+        rows = torch.arange(start, min(start + batch_size, n))
+        s = (img[rows] @ txt.T) * inv_tau
+        pos[rows] = s[torch.arange(len(rows)), rows]
+        if groups is not None:
+            same = (groups[rows][:, None] == groups[None, :]) & (rows[:, None] != torch.arange(n)[None, :])
+            s = s.masked_fill(same, -math.inf)
+        i2t[rows] = torch.logsumexp(s, dim=1) - pos[rows]
+        col_lse = torch.logaddexp(col_lse, torch.logsumexp(s, dim=0))
+    return 0.5 * (i2t + (col_lse - pos))
+
+
+def _score(track: _Track, images: torch.Tensor, text: torch.Tensor, cfg: DualTrackConfig,
+           groups: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
     """Per-pair losses of ``track`` (EMA across epochs), then the mixture's clean probability."""
-    losses = per_pair_losses(track.model, images, text, batch_size=cfg.score_batch_size)
+    if cfg.scoring == "global":
+        losses = global_pair_losses(track.model, images, text, groups, cfg.score_batch_size)
+    else:
+        losses = per_pair_losses(track.model, images, text, batch_size=cfg.score_batch_size)
     if track.loss_avg is None or cfg.loss_ema == 0 or cfg.naive:
         track.loss_avg = losses
     else:
@@ -308,7 +352,8 @@ def _scored(epoch: int, cfg: DualTrackConfig) -> bool:
 def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.Tensor,
                      train_text: torch.Tensor, cfg: DualTrackConfig, clean: torch.Tensor | None = None,
                      val: Any = None, callback: Callable[[str, int, nn.Module, dict], Any] | None = None,
-                     epoch_callback: Callable[[int, dict], Any] | None = None) -> DualTrackResult:
+                     epoch_callback: Callable[[int, dict], Any] | None = None,
+                     groups: torch.Tensor | None = None) -> DualTrackResult:
     """Train two cross-supervised tracks (or naive ones) and record their trajectories.
 
     Args:
@@ -322,6 +367,8 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
         callback: ``callback(track, epoch, model, stats)`` after every epoch of every track.
         epoch_callback: ``callback(epoch, info)`` after every epoch once both tracks are done;
             ``info`` has ``p_clean`` (when scored), ``gmm`` and ``detection`` (when known).
+        groups: optional ``[N]`` image index of every pair (pairs sharing an image, as in
+            Flickr30k / COCO, are not each other's negatives when scoring).
 
     Returns:
         a :class:`DualTrackResult`.
@@ -338,6 +385,7 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
     """
     _check_inputs(train_images, train_text, clean)
     clean = None if clean is None else torch.as_tensor(clean, dtype=torch.bool).reshape(-1)
+    groups = None if groups is None else torch.as_tensor(groups, dtype=torch.long).reshape(-1)
     t0 = time.perf_counter()
     tracks = [_make_track(t, model_fn, cfg) for t in cfg.tracks]
     res = DualTrackResult(cfg, {}, {}, {t: {} for t in cfg.tracks}, {t: {} for t in cfg.tracks},
@@ -358,7 +406,7 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
         info: dict[str, Any] = {"epoch": epoch}
         if _scored(epoch, cfg):
             for tr in tracks:
-                current[tr.name], res.gmm[tr.name][epoch] = _score(tr, train_images, train_text, cfg)
+                current[tr.name], res.gmm[tr.name][epoch] = _score(tr, train_images, train_text, cfg, groups)
                 res.p_clean[tr.name][epoch] = current[tr.name]
             info.update(p_clean=dict(current), gmm={t: res.gmm[t][epoch] for t in current})
             if clean is not None:
@@ -387,4 +435,4 @@ def summarize_detection(res: DualTrackResult) -> dict[str, dict[str, float]]:
     return {"warmup": by_epoch[res.warmup_epoch], "final": by_epoch[res.final_epoch]}
 
 
-__all__ = ["DualTrackConfig", "DualTrackResult", "train_dual_track", "summarize_detection", "MODES"]
+__all__ = ["DualTrackConfig", "DualTrackResult", "train_dual_track", "summarize_detection", "global_pair_losses", "MODES"]
