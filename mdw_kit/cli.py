@@ -83,7 +83,8 @@ def cmd_data(args) -> int:
         save_data_record(run, bundle)
         if args.gallery:
             from .viz import plot_pairs
-            fig = plot_pairs(bundle.train, n=24)
+            n = min(24, len(bundle.train))
+            fig = plot_pairs(bundle.train.pair_pixels(list(range(n))), bundle.train.captions[:n])
             fig.savefig(run.figure_path("train_pairs.png"), dpi=100, bbox_inches="tight")
     return 0
 
@@ -145,10 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_later_stages(sub) -> None:
     """Subcommands of the later stages (noise report, expert buffer, distillation, pipeline)."""
-    try:
-        from . import cli_stages
-    except ImportError:  # pragma: no cover - stages not installed
-        return
+    from . import cli_stages
     cli_stages.register(sub, _add_data_args, _add_model_args)
 
 

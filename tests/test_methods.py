@@ -63,6 +63,7 @@ def test_every_method_runs_and_returns_expected_keys(name, setup, tmp_path):
         assert len(set(r["selection"]["indices"])) == BUDGET and r["eval"]["trainer"] == "adam"
     elif spec.kind == "distill":
         assert r["distill"]["iterations"] == DISTILL["iterations"]
+        assert r["distill"]["plain_steps_s"] > 0 and r["distill"]["iteration_over_plain"] > 0
         assert r["eval"]["trainer"] == "sgd_learned_lr" and r["eval"]["num_pairs"] == BUDGET
         assert r["eval"]["soft_targets"] and set(r["eval"]["rates"]) == {"image", "text"}
         assert r["distilled_set"].corr.kind == spec.corr
