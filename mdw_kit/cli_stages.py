@@ -11,7 +11,7 @@ from .runs import RunDir
 
 
 def _dual_cfg(args) -> Any:
-    from .experts import DualTrackConfig
+    from .experts.dual_track import DualTrackConfig
     over = json.loads(args.dual_config) if getattr(args, "dual_config", None) else {}
     return DualTrackConfig(epochs=args.expert_epochs, naive=args.naive, num_tracks=1 if args.naive else 2,
                            **over)
@@ -20,7 +20,7 @@ def _dual_cfg(args) -> Any:
 def cmd_noise_report(args) -> int:
     """Dual-track training on the noisy training pairs; writes noise_report.json + per-pair table."""
     from .cli import _bundle, _model_cfg, _start_run
-    from .experts import train_dual_track
+    from .experts.dual_track import train_dual_track
     from .pipeline import save_data_record
     run = _start_run(args, "noise-report")
     b = _bundle(args)
@@ -42,7 +42,7 @@ def cmd_noise_report(args) -> int:
 def cmd_buffer(args) -> int:
     """Record expert trajectories (dual-track by default, ``--naive`` for plain experts)."""
     from .cli import _bundle, _model_cfg, _start_run
-    from .experts import build_buffer
+    from .experts.buffer import build_buffer
     run = _start_run(args, "buffer")
     b = _bundle(args)
     mcfg = _model_cfg(args, b)
@@ -65,7 +65,7 @@ def cmd_distill(args) -> int:
     from .cli import _bundle, _start_run
     from .distill.evaluate import EvalConfig
     from .distill.methods import run_method
-    from .experts import load_buffer
+    from .experts.buffer import load_buffer
     run = _start_run(args, "distill")
     b = _bundle(args)
     buffers = {}

@@ -163,7 +163,8 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
     from .distill.evaluate import EvalConfig, evaluate_distilled
     from .distill.methods import get_method, run_method
     from .evaluate import format_table
-    from .experts import DualTrackConfig, build_buffer
+    from .experts.buffer import build_buffer
+    from .experts.dual_track import DualTrackConfig
     from .models import ModelConfig
 
     cfg = (cfg or PipelineConfig()).resolved()

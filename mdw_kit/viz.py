@@ -152,7 +152,7 @@ def plot_noise_histograms(values: Mapping[str, ArrayLike], true_clean: ArrayLike
     """One histogram per track (e.g. ``{"A": loss_a, "B": loss_b}``), split by ground truth when known.
 
     ``mixtures[track]`` with keys ``weight``, ``mean``, ``var`` draws the fitted
-    two-component mixture (its densities scaled to the histogram counts) on the
+    mixture (two components: the clean one first, as :mod:`mdw_kit.experts.gmm` orders them) (its densities scaled to the histogram counts) on the
     same axis as the values. ``threshold`` draws a vertical line.
 
     Example:
@@ -188,8 +188,10 @@ def plot_noise_histograms(values: Mapping[str, ArrayLike], true_clean: ArrayLike
 def _draw_mixture(ax, mix: Mapping[str, Sequence[float]], edges: np.ndarray, n: int) -> None:
     xs = np.linspace(edges[0], edges[-1], 200)
     dens = gaussian_mixture_density(xs, mix["weight"], mix["mean"], mix["var"]) * n * (edges[1] - edges[0])
+    names = ("clean component", "noisy component") if dens.shape[1] == 2 else \
+        tuple(f"component {c}" for c in range(dens.shape[1]))
     for c in range(dens.shape[1]):
-        ax.plot(xs, dens[:, c], linewidth=1.5, label=f"component {c}")
+        ax.plot(xs, dens[:, c], linewidth=1.5, label=names[c])
     ax.plot(xs, dens.sum(1), color="black", linewidth=1, label="mixture")
 
 
@@ -287,7 +289,7 @@ def _rect(x0: float, y0: float, x1: float, y1: float):
     return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="0.55", linewidth=1.0, linestyle="--")
 
 
-def plot_curves(history: Mapping[str, Any], title: str = "") -> Figure:
+def plot_curves(history: Mapping[str, Any], title: str = "", xlabel: str = "") -> Figure:
     """Training curves, one small axis per panel.
 
     ``history[panel]`` is either ``[(step, value), ...]`` or ``{curve: [(step, value), ...]}``
@@ -312,6 +314,7 @@ def plot_curves(history: Mapping[str, Any], title: str = "") -> Figure:
         if len(curves) > 1:
             ax.legend(fontsize=7)
         ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -159,6 +159,16 @@ def test_monitor_plain_fallback_prints(capsys):
     assert m.panel_names == ["matching_loss"]
 
 
+def test_monitor_runs_periodic_evaluation():
+    calls = []
+    m = TrainingMonitor.for_distillation(verbose=False, evaluate=lambda: calls.append(1) or {"val": {"R-sum": 42.0}},
+                                         evaluate_every=2)
+    for it in range(1, 6):
+        m.callback(it, {"iteration": it, "loss": 1.0 / it})
+    assert len(calls) == 2 and m.series["val/R-sum"] == [(2.0, 42.0), (4.0, 42.0)]
+    assert "val/R-sum" in m.plotted() and m.locate("val/R-sum") == ("R-sum", "val")
+
+
 # ---------------------------------------------------------------- heatmap
 def test_matrix_orders():
     P = np.array([[0.2, 0.9, 0.0, 0.0], [0.9, 0.3, 0.0, 0.0], [0.0, 0.0, 0.8, 0.7], [0.0, 0.0, 0.7, 0.5]])
@@ -289,3 +299,33 @@ def test_static_plots_build():
     assert len(viz.plot_correspondence(np.eye(3), init=np.eye(3)).axes) == 6  # 3 panels + 3 colour bars
     with pytest.raises(ValueError):
         viz.to_hwc(torch.zeros(4, 4))
+
+
+def test_switches_resolve_to_registered_ablations():
+    from mdw_kit.distill.methods import METHODS
+    from widgets.ablation import resolve_method, switchable_methods
+    assert "mdw" in switchable_methods(METHODS) and "random" not in switchable_methods(METHODS)
+    on = {"dual_track": True, "learnable_corr": True, "ceo": True}
+    assert resolve_method("mdw", on, METHODS) == "mdw"
+    for switch, name in [("ceo", "mdw_no_ceo"), ("dual_track", "mdw_no_dual"), ("learnable_corr", "mdw_no_corr")]:
+        assert resolve_method("mdw", dict(on, **{switch: False}), METHODS) == name
+        assert METHODS[name].switches() != METHODS["mdw"].switches()
+    with pytest.raises(ValueError, match="one switch off at a time"):
+        resolve_method("mdw", dict(on, ceo=False, dual_track=False), METHODS)
+
+
+def test_method_runner_runs_a_real_coreset_through_the_panel():
+    from widgets.ablation import MethodRunner
+    runner = MethodRunner(source="shapes", source_options={"num_images": 40}, encoder="hash",
+                          eval_cfg={"epochs": 2, "eval_every": 1, "full_epochs": 1}, seeds=(0,))
+    methods = runner.methods()
+    assert "mdw" in methods and "random" in methods and "mdw_no_ceo" not in methods
+    panel = AblationPanel(runner, budgets=(8,), noise_rate=0.5)
+    panel.method.value = "random"
+    assert all(w.disabled for w in panel.switches.values()) and "ceo" not in panel.config()
+    row = panel.run()
+    assert row["run"] == "random" and 0.0 <= row["R-sum"] <= 600.0 and row["noise_rate"] == 0.5
+    assert runner.data(0.5).train.noise_known and runner._needed("random") == []
+    panel.method.value = "mdw"
+    assert not any(w.disabled for w in panel.switches.values()) and panel.config()["ceo"] is True
+    assert runner._needed("mdw_no_dual") == ["naive"] and runner._needed("mdw") == ["dual_track"]

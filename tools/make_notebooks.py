@@ -138,7 +138,7 @@ from mdw_kit.models import ModelConfig
 from mdw_kit.experts.dual_track import DualTrackConfig, summarize_detection, train_dual_track
 from widgets import NoiseExplorer, TrainingMonitor
 
-data = prepare_data("openmoji", noise=0.4, source_options={"image_size": 32, "limit": 240 if SMOKE else None})
+data = prepare_data("openmoji", noise=0.4, source_options={"image_size": 32, "limit": 240 if SMOKE else 1500})
 model_cfg = ModelConfig(tower="convnet3", text_dim=data.text_dim, image_size=data.image_size)
 images = data.train.images[data.train.pair_image]            # one image per training pair
 cfg = DualTrackConfig(epochs=3 if SMOKE else 10, warmup_epochs=1 if SMOKE else 2, batch_size=128)
@@ -247,10 +247,10 @@ from mdw_kit import viz
 from widgets import PairGallery, TrainingMonitor
 from widgets._static import show_static
 
-data = prepare_data("openmoji", noise=0.4, source_options={"image_size": 32, "limit": 240 if SMOKE else None})
+data = prepare_data("openmoji", noise=0.4, source_options={"image_size": 32, "limit": 200 if SMOKE else 1200})
 model_cfg = ModelConfig(tower="convnet3", text_dim=data.text_dim, image_size=data.image_size)
 images = data.train.images[data.train.pair_image]
-M = 20 if SMOKE else 100
+M = 16 if SMOKE else 50
 '''),
     md('''
 ## Expert trajectories
@@ -269,14 +269,22 @@ buffer
 ## Distilling
 
 The monitor shows the matching loss (1 means the student got no closer to the target than
-its start; lower is better) and the learned student rates.
+its start; lower is better), the learned student rates, and every few iterations the
+validation R-sum of a model trained briefly on the current synthetic set.
 '''),
     code('''
-dcfg = DistillConfig(num_pairs=M, iterations=8 if SMOKE else 200, syn_steps=4 if SMOKE else 10,
+dcfg = DistillConfig(num_pairs=M, iterations=4 if SMOKE else 60, syn_steps=3 if SMOKE else 5,
                      expert_epochs=1 if SMOKE else 2, max_start_epoch=2 if SMOKE else 6,
-                     batch_syn=10 if SMOKE else 50, lr_init=0.01 if SMOKE else None,
-                     ceo_every=5 if SMOKE else 10, save_maps_every=4 if SMOKE else 50, progress=True)
-monitor = TrainingMonitor.for_distillation()
+                     batch_syn=8 if SMOKE else 25, lr_init=0.01 if SMOKE else None,
+                     ceo_every=2 if SMOKE else 10, save_maps_every=2 if SMOKE else 20)
+quick = EvalConfig(epochs=10 if SMOKE else 60, eval_every=5 if SMOKE else 10)
+
+def val_rsum():
+    """Validation R-sum of a model trained briefly on the current set (the test split is not touched)."""
+    r = evaluate_distilled(distiller.syn, model_cfg, data.val_split(), data.val_split(), seeds=(0,), cfg=quick)
+    return {"val": {"R-sum": r["val_mean"]["R-sum"]}}
+
+monitor = TrainingMonitor.for_distillation(evaluate=val_rsum, evaluate_every=2 if SMOKE else 20)
 monitor.show(static=False)
 distiller = Distiller(dcfg, buffer, model_cfg, images, data.train_text, callback=monitor.callback)
 syn = distiller.run()
@@ -312,7 +320,7 @@ and, for comparison, on *M* random real training pairs (noise included). The epo
 chosen on the validation split; the test R-sum (out of 600) is reported.
 '''),
     code('''
-ecfg = EvalConfig(epochs=20 if SMOKE else 300, eval_every=5 if SMOKE else 10)
+ecfg = EvalConfig(epochs=10 if SMOKE else 200, eval_every=5 if SMOKE else 10)
 seeds = (0,) if SMOKE else (0, 1)
 distilled = evaluate_distilled(syn, model_cfg, data.val_split(), data.test_split(), seeds=seeds, cfg=ecfg)
 idx = make_coreset("random").select(pair_features(data.train_text), M, seed=0)
@@ -361,11 +369,11 @@ buffer = build_buffer(tempfile.mkdtemp(prefix="mdw-nb04-"), model_cfg, images, d
                       clean=data.train.clean)
 '''),
     code('''
-dcfg = DistillConfig(num_pairs=16 if SMOKE else 50, iterations=6 if SMOKE else 150,
-                     syn_steps=4 if SMOKE else 10, expert_epochs=1 if SMOKE else 2,
-                     max_start_epoch=2 if SMOKE else 6, batch_syn=8 if SMOKE else 25,
-                     lr_init=0.01 if SMOKE else None, ceo_beta=0.5, ceo_every=3 if SMOKE else 10,
-                     save_maps_every=2 if SMOKE else 25)
+dcfg = DistillConfig(num_pairs=16 if SMOKE else 40, iterations=6 if SMOKE else 60,
+                     syn_steps=3 if SMOKE else 5, expert_epochs=1 if SMOKE else 2,
+                     max_start_epoch=2 if SMOKE else 6, batch_syn=8 if SMOKE else 20,
+                     lr_init=0.01 if SMOKE else None, ceo_beta=0.5, ceo_every=3 if SMOKE else 5,
+                     save_maps_every=2 if SMOKE else 15)
 monitor = TrainingMonitor.for_distillation()
 monitor.show(static=False)
 syn = Distiller(dcfg, buffer, model_cfg, images, data.train_text, callback=monitor.callback).run()
@@ -438,11 +446,11 @@ runner = MethodRunner(
     source="shapes", source_options={"num_images": 120 if SMOKE else 400, "image_size": 32},
     dual_track=DualTrackConfig(epochs=3 if SMOKE else 8, warmup_epochs=1 if SMOKE else 2, batch_size=64,
                                progress=False),
-    distill=dict(iterations=3 if SMOKE else 60, syn_steps=3 if SMOKE else 8, expert_epochs=1,
+    distill=dict(iterations=3 if SMOKE else 30, syn_steps=2 if SMOKE else 4, expert_epochs=1,
                  max_start_epoch=2 if SMOKE else 4, batch_syn=8 if SMOKE else 20,
                  lr_init=0.01 if SMOKE else None, ceo_every=2 if SMOKE else 10, save_maps_every=0,
                  progress=False),
-    eval_cfg=dict(epochs=10 if SMOKE else 150, eval_every=5 if SMOKE else 10, full_epochs=2 if SMOKE else 10),
+    eval_cfg=dict(epochs=10 if SMOKE else 100, eval_every=5 if SMOKE else 10, full_epochs=2 if SMOKE else 10),
     seeds=(0,))
 panel = AblationPanel(runner, budgets=(10, 20, 50), noise_rate=0.4)
 panel.show(static=False)

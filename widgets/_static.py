@@ -131,7 +131,7 @@ class PlotPane:
 
     def refresh(self) -> None:
         """Re-render a fallback figure after changes (live figures update themselves)."""
-        if self.live:
+        if self.live or not in_notebook():
             return
         self.widget.clear_output(wait=True)
         with self.widget:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ipywidgets as W
 import pandas as pd
@@ -64,10 +64,12 @@ def split_name(name: str) -> tuple[str, str]:
     """``(panel, curve)`` of a flattened name: the last part is the panel, the rest the curve.
 
     Example:
-        >>> split_name("detection/A/auroc"), split_name("loss")
-        (('auroc', 'A'), ('loss', 'loss'))
+        >>> split_name("detection/A/auroc"), split_name("val/R-sum"), split_name("loss")
+        (('auroc', 'A'), ('R-sum', 'val'), ('loss', 'loss'))
     """
-    parts = [p for p in name.split("/") if p not in ("detection", "val", "stats")]
+    parts = name.split("/")
+    core = [p for p in parts if p not in ("detection", "val", "stats")]
+    parts = core if len(core) > 1 or len(parts) == 1 else parts
     if len(parts) == 1:
         return parts[0], parts[0]
     return parts[-1], "/".join(parts[:-1])
@@ -81,11 +83,17 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
             seen in the first call. Everything is recorded in :attr:`series` either way.
         title: a heading.
         verbose: print one line per call when not drawing (default: when not in a notebook).
+        step_name: what a step is (``"epoch"``, ``"iteration"``), for the axes.
+        evaluate: optional ``evaluate() -> {name: value}`` run every ``evaluate_every`` steps (and
+            logged at that step), e.g. a quick validation R-sum of the current distilled set.
     """
 
     def __init__(self, panels: Sequence[str] | None = DUAL_TRACK_PANELS, title: str = "training",
-                 verbose: bool | None = None):
+                 verbose: bool | None = None, step_name: str = "step",
+                 evaluate: Callable[[], Mapping[str, float]] | None = None, evaluate_every: int = 0):
         super().__init__()
+        self.step_name = step_name
+        self.evaluate, self.evaluate_every = evaluate, int(evaluate_every)
         self.panel_names: list[str] | None = None if panels is None else list(panels)
         self.title, self.verbose = title, (not in_notebook()) if verbose is None else verbose
         self.series: dict[str, list[tuple[float, float]]] = {}
@@ -101,12 +109,12 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
     @classmethod
     def for_dual_track(cls, **kw: Any) -> "TrainingMonitor":
         """Panels: per-track loss, per-track AUROC of the noise detection, validation R-sum."""
-        return cls(panels=DUAL_TRACK_PANELS, title="dual-track training", **kw)
+        return cls(panels=DUAL_TRACK_PANELS, title="dual-track training", step_name="epoch", **kw)
 
     @classmethod
     def for_distillation(cls, **kw: Any) -> "TrainingMonitor":
         """Panels: matching loss (total and per tower group), learned student rates, evaluation R-sum."""
-        return cls(panels=DISTILL_PANELS, title="distillation", **kw)
+        return cls(panels=DISTILL_PANELS, title="distillation", step_name="iteration", **kw)
 
     # ------------------------------------------------------------ callbacks
     def callback(self, *args: Any, **kwargs: Any) -> None:
@@ -123,6 +131,8 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
             step = args[0] if args else kwargs.get("iteration", kwargs.get("epoch", len(self.rows)))
             stats = args[1] if len(args) > 1 else kwargs.get("stats", kwargs.get("info", {}))
             values = flatten_scalars(stats)
+        if self.evaluate is not None and self.evaluate_every > 0 and float(step) % self.evaluate_every == 0:
+            values.update(flatten_scalars(self.evaluate()))
         self.log(float(step), values)
 
     __call__ = callback
@@ -137,16 +147,17 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
             self._build_pane()
         self._draw(values)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:8])
-        self.status.value = f"<b>{self.title}</b> step {step:g}: {shown}"
+        self.status.value = f"<b>{self.title}</b> {self.step_name} {step:g}: {shown}"
         if self.verbose:
-            print(f"[{self.title}] step {step:g}: {shown}", flush=True)
+            print(f"[{self.title}] {self.step_name} {step:g}: {shown}", flush=True)
 
     # ------------------------------------------------------------ drawing
     def _build_pane(self) -> None:
         from plotly.subplots import make_subplots
         names = self.panel_names or []
         fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names)
-        fig.update_layout(height=260, margin=dict(l=40, r=10, t=40, b=30), legend=dict(orientation="h"))
+        fig.update_layout(height=270, margin=dict(l=40, r=10, t=40, b=40), legend=dict(orientation="h", y=-0.3))
+        fig.update_xaxes(title_text=self.step_name)
         self.pane = PlotPane(fig)
         self.children = [self.status, self.pane.widget]
 
@@ -194,4 +205,4 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
             by_panel.setdefault(panel, {})[curve] = self.series[n]
         if self.panel_names:
             by_panel = {p: by_panel[p] for p in self.panel_names if p in by_panel} | by_panel
-        return plot_curves(by_panel, title=self.title)
+        return plot_curves(by_panel, title=self.title, xlabel=self.step_name)

@@ -453,6 +453,17 @@ class Distiller:
         """Mean matching loss (no gradient) over ``num`` fixed (trajectory, start, batches) draws.
 
         The same ``seed`` gives the same draws, so values before and after training compare.
+
+        Example:
+            >>> import torch
+            >>> from mdw_kit.models import build_model
+            >>> from mdw_kit.models.retrieval import get_flat
+            >>> m = build_model("convnet3", text_dim=16, image_size=32)
+            >>> s = get_flat(m); traj = torch.stack([s, s + 0.01 * torch.randn_like(s)])
+            >>> cfg = DistillConfig(num_pairs=4, syn_steps=1, expert_epochs=1, batch_syn=4, lr_init=0.01)
+            >>> d = Distiller(cfg, [traj], m, torch.rand(6, 3, 32, 32), torch.randn(6, 16))
+            >>> d.evaluate_matching(num=1) > 0
+            True
         """
         if self.syn is None:
             self.initialise()

@@ -49,7 +49,13 @@ def pair_embeddings(images: torch.Tensor, text_emb: torch.Tensor, thumb: int = 8
 
 
 def clean_candidates(p_clean: torch.Tensor | None, n: int, M: int, clean_threshold: float = 0.5) -> torch.Tensor:
-    """Indices of pairs with ``p_clean >= clean_threshold``; the top ``M`` by ``p_clean`` if too few."""
+    """Indices of pairs with ``p_clean >= clean_threshold``; the top ``M`` by ``p_clean`` if too few.
+
+    Example:
+        >>> import torch
+        >>> clean_candidates(torch.tensor([0.9, 0.2, 0.7]), 3, 2).tolist()
+        [0, 2]
+    """
     if p_clean is None:
         return torch.arange(n)
     p = torch.as_tensor(p_clean, dtype=torch.float32).flatten()
@@ -87,6 +93,12 @@ def balanced_random(x: torch.Tensor, k: int, generator: torch.Generator, iters: 
     """k-means (k-means++ seeding) into ``k`` clusters, then one random member of each cluster.
 
     Empty clusters (rare) are filled with random unchosen points so exactly ``k`` come back.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[0.], [0.1], [5.], [5.1]])
+        >>> sorted(i // 2 for i in balanced_random(x, 2, torch.Generator().manual_seed(0)).tolist())
+        [0, 1]
     """
     centers = x[kcenter_greedy(x, k, generator)].clone()
     for _ in range(iters):

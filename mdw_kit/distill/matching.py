@@ -111,14 +111,30 @@ def sample_batches(num_pairs: int, syn_steps: int, batch_syn: int,
 
 def student_loss(model: nn.Module, flat: torch.Tensor, feats: torch.Tensor, text: torch.Tensor,
                  targets: torch.Tensor) -> torch.Tensor:
-    """Soft symmetric InfoNCE of the student ``flat`` on a batch of stem features and texts."""
+    """Soft symmetric InfoNCE of the student ``flat`` on a batch of stem features and texts.
+
+    Example:
+        >>> import torch
+        >>> from mdw_kit.models import build_model
+        >>> from mdw_kit.models.retrieval import get_flat
+        >>> m = build_model("convnet3", text_dim=16, image_size=32)
+        >>> x = m.tower.stem(torch.rand(4, 3, 32, 32))
+        >>> float(student_loss(m, get_flat(m), x, torch.randn(4, 16), torch.eye(4))) > 0
+        True
+    """
     logits = functional_logits(model, flat, feats, text, from_features=True)
     return symmetric_info_nce(logits, targets=targets)
 
 
 def param_distance_loss(final: torch.Tensor, start: torch.Tensor, target: torch.Tensor,
                         groups: torch.Tensor, num_groups: int = len(LR_GROUPS)) -> torch.Tensor:
-    """Per-group ``||final - target||^2 / ||start - target||^2`` ``[G]`` (0 where the denominator is 0)."""
+    """Per-group ``||final - target||^2 / ||start - target||^2`` ``[G]`` (0 where the denominator is 0).
+
+    Example:
+        >>> import torch
+        >>> param_distance_loss(torch.tensor([0.5, 2.0]), torch.zeros(2), torch.ones(2), torch.tensor([0, 1]))
+        tensor([0.2500, 1.0000])
+    """
     num = torch.zeros(num_groups, dtype=final.dtype, device=final.device).index_add(0, groups, (final - target) ** 2)
     den = torch.zeros(num_groups, dtype=final.dtype, device=final.device).index_add(0, groups, (start - target) ** 2)
     return torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
