@@ -234,6 +234,22 @@ def test_region_viewer_slider_changes_shown_iteration():
     assert v.overlay_img.value != plain
     assert v.overlay_img.value == png_bytes(viz.overlay_region(images[2], hist[0][1][2], 0.0), min_side=192)
     assert len(v.static_figure().axes) == 4
+    v.iteration.value = 10                       # no saved image there: the final one, and the caption says so
+    assert "final image" in v.caption.value and v.current_image() is not None
+
+
+def test_region_viewer_starts_from_initial_images():
+    final, hist = _region_inputs()
+    init = torch.zeros_like(final)
+    v = RegionViewer(final, hist, init_images=init)
+    v.iteration.value = 0
+    assert torch.equal(v.current_image(), init[0]) and "final image" not in v.caption.value
+    v.iteration.value = 20
+    assert torch.equal(v.current_image(), final[0])
+    kept = {0: init, 10: final * 0.5, 20: final}
+    w = RegionViewer(kept, hist)
+    w.iteration.value = 10
+    assert torch.equal(w.current_image(), final[0] * 0.5) and "final image" not in w.caption.value
 
 
 def test_region_viewer_rejects_missing_maps():

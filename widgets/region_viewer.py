@@ -45,7 +45,9 @@ class RegionViewer(StaticFigureMixin, W.VBox):
 
     Args:
         images: final synthetic images ``[M, 3, H, W]``, or ``{iteration: [M, 3, H, W]}`` when the
-            images of each saved iteration are kept.
+            images of each saved iteration are kept. With final images only, iteration 0 shows the
+            initial images (where the synthetic ones start) and later iterations show the final
+            image under that iteration's map (the caption says so).
         map_history: ``[(iteration, maps [M, h, w]), ...]`` (``DistilledSet.map_history``).
         init_images: optional ``[M, 3, H, W]`` real images the synthetic ones started from.
         labels: optional per-pair text (e.g. the nearest real caption of its top text).
@@ -99,15 +101,21 @@ class RegionViewer(StaticFigureMixin, W.VBox):
         """The map of the shown pair at the shown iteration."""
         return dict(self.history)[self.shown_iteration][self.pair.value]
 
+    def image_at(self, iteration: int, pair: int) -> tuple[Any, str]:
+        """The synthetic image of ``pair`` at ``iteration`` (as far as it was saved) and a note."""
+        if isinstance(self.images, Mapping) and iteration in self.images:
+            return self.images[iteration][pair], ""
+        if iteration == 0 and self.init_images is not None:
+            return self.init_images[pair], ""
+        return self.images[pair], " (final image; map of this iteration)"
+
     def current_image(self) -> Any:
-        if isinstance(self.images, Mapping):
-            return self.images[self.shown_iteration][self.pair.value]
-        return self.images[self.pair.value]
+        return self.image_at(self.shown_iteration, self.pair.value)[0]
 
     def refresh(self) -> None:
         """Redraw both images and the caption for the current slider values."""
         i, region = self.pair.value, self.current_map()
-        img = self.current_image()
+        img, note = self.image_at(self.shown_iteration, i)
         self.overlay_img.value = png_bytes(overlay_region(img, region, float(self.opacity.value)), min_side=192)
         if self.init_images is not None:
             init = to_hwc(self.init_images[i])
@@ -117,14 +125,14 @@ class RegionViewer(StaticFigureMixin, W.VBox):
         x, y = map_peak(region, to_hwc(img).shape[:2])
         text = "" if self.labels is None else f"<br>top text reads as: {html.escape(self.labels[i])}"
         self.caption.value = (f"<span class='mdw-region-state'>pair {i}, iteration {self.shown_iteration}</span>"
-                              f", map peak at (x={x}, y={y}){text}")
+                              f"{note}, map peak at (x={x}, y={y}){text}")
 
     def static_figure(self) -> Figure:
         """The shown pair across (up to six) saved iterations, as matplotlib."""
         i = self.pair.value
         picks = self.history if len(self.history) <= 6 else \
             [self.history[k] for k in np.linspace(0, len(self.history) - 1, 6).round().astype(int)]
-        imgs = [self.images[it][i] if isinstance(self.images, Mapping) else self.images[i] for it, _ in picks]
+        imgs = [self.image_at(it, i)[0] for it, _ in picks]
         return plot_region_history(None if self.init_images is None else self.init_images[i], imgs,
                                    [m[i] for _, m in picks], [it for it, _ in picks],
                                    alpha=float(self.opacity.value),

@@ -22,9 +22,8 @@ seeds, so the result equals an uninterrupted build. With ``torch.distributed``
 initialised (or ``rank`` / ``world_size`` given) rank ``k`` does the runs
 ``r % world_size == k`` and rank 0 writes the final index after a barrier.
 
-Launch (one process per rank, e.g. ``torchrun --nproc-per-node 2``)::
-
-    python -m mdw_kit.experts.buffer OUT --source shapes --num-runs 4 --epochs 10
+Under a launcher (``torchrun``: ``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` set) the process
+group is initialised on first use (NCCL on GPU, one device per local rank; gloo on CPU).
 
 Example:
     >>> import tempfile, torch
@@ -115,10 +114,10 @@ class ExpertBuffer:
         index: the parsed ``index.json``.
     """
 
-    def __init__(self, path: str | Path, index: dict[str, Any], max_cached: int = 4):
+    def __init__(self, path: str | Path, index: dict[str, Any], cache_bytes: int = 2 << 30):
         self.path, self.index = Path(path), index
         self._cache: dict[int, torch.Tensor] = {}
-        self._max_cached = max_cached
+        self._cache_bytes = int(cache_bytes)
 
     @property
     def entries(self) -> list[dict[str, Any]]:
@@ -143,15 +142,18 @@ class ExpertBuffer:
         return self.index["model_config"]
 
     def trajectory(self, i: int) -> torch.Tensor:
-        """Trajectory ``i`` as float32 ``[E + 1, num_params]`` (a few are kept in memory)."""
+        """Trajectory ``i`` as float32 ``[E + 1, num_params]`` (kept in memory up to ``cache_bytes``)."""
         if not 0 <= i < self.num_trajectories:
             raise IndexError(f"trajectory {i} out of range: the buffer holds {self.num_trajectories}")
-        if i not in self._cache:
-            tensors, _ = load_tensors(self.path / self.entries[i]["file"])
-            if len(self._cache) >= self._max_cached:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[i] = tensors["trajectory"].float()
-        return self._cache[i]
+        if i in self._cache:
+            return self._cache[i]
+        tensors, _ = load_tensors(self.path / self.entries[i]["file"])
+        traj = tensors["trajectory"].float()
+        while self._cache and sum(t.numel() * 4 for t in self._cache.values()) + traj.numel() * 4 \
+                > self._cache_bytes:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[i] = traj
+        return traj
 
     @property
     def runs(self) -> list[int]:
@@ -272,9 +274,23 @@ def _write_consensus(out: Path, runs: list[int], threshold: float, header: dict[
                        meta={"runs": runs, "data_fingerprint": header["data_fingerprint"]}).save(out)
 
 
+def _init_from_launcher() -> None:
+    """Initialise the process group from a launcher's environment (``torchrun``), if any."""
+    import os
+
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
 def _dist_rank(rank: int, world_size: int) -> tuple[int, int, bool]:
     """(rank, world size, distributed?) from an initialised process group, else the arguments."""
     import torch.distributed as dist
+    if dist.is_available() and not dist.is_initialized() and (rank, world_size) == (0, 1):
+        _init_from_launcher()
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), True
     if not 0 <= rank < world_size:
@@ -298,7 +314,8 @@ def build_buffer(out_dir: str | Path, model_cfg: Any, train_images: torch.Tensor
                  cfg: DualTrackConfig, num_runs: int, data_fingerprint: str, text_encoder_name: str,
                  noise: dict | None = None, dtype: str = "float32", clean: torch.Tensor | None = None,
                  rank: int = 0, world_size: int = 1, progress: bool = True,
-                 callback: Callable[[int, list[dict]], Any] | None = None) -> "ExpertBuffer | None":
+                 callback: Callable[[int, list[dict]], Any] | None = None,
+                 groups: torch.Tensor | None = None) -> "ExpertBuffer | None":
     """Train ``num_runs`` dual-track (or naive) runs and save their trajectories; resumable, shardable.
 
     Args:
@@ -315,6 +332,7 @@ def build_buffer(out_dir: str | Path, model_cfg: Any, train_images: torch.Tensor
         rank, world_size: this process's shard when no process group is initialised.
         progress: progress bar over this rank's runs.
         callback: ``callback(run, entries)`` after each run is written.
+        groups: optional ``[N]`` image index per pair (see :func:`train_dual_track`).
 
     Returns:
         the :class:`ExpertBuffer` (loaded and validated) when complete; without a process group
@@ -333,7 +351,8 @@ def build_buffer(out_dir: str | Path, model_cfg: Any, train_images: torch.Tensor
     done = _finished_runs(out, key, num_runs)
     todo = [r for r in range(num_runs) if r % world_size == rank and r not in done]
     for r in _progress(todo, desc=f"expert runs (rank {rank})", total=len(todo), enabled=None if progress else False):
-        res = train_dual_track(model_fn, train_images, train_text, run_config(cfg, r), clean=clean)
+        res = train_dual_track(model_fn, train_images, train_text, run_config(cfg, r), clean=clean,
+                               groups=groups)
         entries = _write_run(out, r, res, header, key, clean)
         if not distributed or rank == 0:
             _write_index(out, header, _finished_runs(out, key, num_runs, verify=False))
@@ -435,3 +454,28 @@ def load_buffer(path: str | Path, model: nn.Module | None = None, data_fingerpri
     if not index["runs"]:
         raise ArtifactError(f"{path / 'index.json'}: the buffer holds no trajectories")
     return ExpertBuffer(path, index)
+
+
+def run_buffer(run_dir: str | Path, ds: Any, text_emb: torch.Tensor, model_cfg: Any, cfg: DualTrackConfig,
+               num_runs: int, text_encoder_name: str, data_fingerprint: str | None = None,
+               dtype: str = "float32", rank: int = 0, world_size: int = 1,
+               progress: bool = True) -> ExpertBuffer | None:
+    """Build (or resume) the buffer of the training pairs of ``ds`` in ``run_dir/buffer``.
+
+    ``data_fingerprint`` defaults to ``ds.fingerprint()``; the noise record comes from
+    ``ds.meta["noise"]`` and the ground truth from ``ds.clean`` when the noise is known.
+
+    Example:
+        >>> run_buffer.__name__  # see tests/test_buffer.py for a full run
+        'run_buffer'
+    """
+    import numpy as np
+    if int(text_emb.shape[0]) != len(ds):
+        raise ValueError(f"text_emb has {int(text_emb.shape[0])} rows but the dataset has {len(ds)} captions")
+    tr = torch.as_tensor(np.flatnonzero(ds.pair_split == "train"))
+    noise = ds.meta.get("noise") or {}
+    return build_buffer(Path(run_dir) / "buffer", model_cfg, ds.pair_pixels(tr), text_emb[tr], cfg, num_runs,
+                        data_fingerprint or ds.fingerprint(), text_encoder_name,
+                        noise={"rate": noise.get("rate"), "seed": noise.get("seed")}, dtype=dtype,
+                        clean=ds.clean[tr] if ds.noise_known else None, rank=rank, world_size=world_size,
+                        progress=progress, groups=ds.pair_image[tr])

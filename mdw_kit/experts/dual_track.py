@@ -46,6 +46,7 @@ import contextlib
 import math
 import os
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Iterator
 
@@ -435,4 +436,51 @@ def summarize_detection(res: DualTrackResult) -> dict[str, dict[str, float]]:
     return {"warmup": by_epoch[res.warmup_epoch], "final": by_epoch[res.final_epoch]}
 
 
-__all__ = ["DualTrackConfig", "DualTrackResult", "train_dual_track", "summarize_detection", "global_pair_losses", "MODES"]
+def _train_rows(ds: Any, text_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices of the training pairs and of the validation pairs of ``ds``."""
+    import numpy as np
+    if int(text_emb.shape[0]) != len(ds):
+        raise ValueError(f"text_emb has {int(text_emb.shape[0])} rows but the dataset has {len(ds)} captions")
+    split = ds.pair_split
+    return (torch.as_tensor(np.flatnonzero(split == "train")), torch.as_tensor(np.flatnonzero(split == "val")))
+
+
+def run_noise_report(run_dir: str | Path, ds: Any, text_emb: torch.Tensor, model_cfg: Any,
+                     cfg: DualTrackConfig) -> NoiseReport:
+    """Dual-track training on the training pairs of ``ds``; save and return its :class:`NoiseReport`.
+
+    Args:
+        run_dir: folder for ``noise_report.json`` / ``.safetensors`` / ``.csv`` and ``dual_track.json``
+            (detection per epoch, mixture fits, training history) and ``p_clean_history.safetensors``.
+        ds: a ``PairDataset`` (its ``train`` pairs are scored; ``val`` pairs, if any, are validated on).
+        text_emb: ``[len(ds), d]`` caption embeddings of ``ds``.
+        model_cfg: a ``ModelConfig`` (``.build()``).
+        cfg: :class:`DualTrackConfig`.
+
+    Example:
+        >>> run_noise_report.__name__  # see tests/test_dual_track.py for a full run
+        'run_noise_report'
+    """
+    from mdw_kit.runs import save_tensors, write_json
+    tr, va = _train_rows(ds, text_emb)
+    if len(tr) < 2:
+        raise ValueError(f"the dataset has {len(tr)} training pairs; dual-track training needs at least 2")
+    val = (ds.split("val"), text_emb[va]) if len(va) else None
+    clean = ds.clean[tr] if ds.noise_known else None
+    res = train_dual_track(lambda s: model_cfg.build(), ds.pair_pixels(tr), text_emb[tr], cfg, clean=clean,
+                           val=val, groups=ds.pair_image[tr])
+    rep = res.report(captions=[ds.captions[int(i)] for i in tr],
+                     image_ids=[ds.image_ids[int(ds.pair_image[i])] for i in tr],
+                     meta={"data_fingerprint": ds.fingerprint(), "noise": ds.meta.get("noise")})
+    rep.save(run_dir)
+    write_json(Path(run_dir) / "dual_track.json", {
+        "config": cfg.to_dict(), "warmup_epoch": res.warmup_epoch, "final_epoch": res.final_epoch,
+        "end_of_warmup": res.report(epoch=res.warmup_epoch).summary(), "final": rep.summary(),
+        "detection_per_epoch": res.detection, "gmm": res.gmm, "history": res.history,
+        "wall_time_s": res.wall_time_s})
+    save_tensors(Path(run_dir) / "p_clean_history.safetensors",
+                 {f"{t}/{e}": v for t, d in res.p_clean.items() for e, v in d.items()})
+    return rep
+
+
+__all__ = ["run_noise_report", "DualTrackConfig", "DualTrackResult", "train_dual_track", "summarize_detection", "global_pair_losses", "MODES"]
