@@ -252,7 +252,7 @@ def _write_pipeline_report(run: RunDir, data: DataBundle, report, buf, dist, syn
     for i in range(min(6, syn.num_pairs)):
         region = syn.maps[i] if syn.maps is not None else _t.zeros(syn.image_size, syn.image_size)
         rep.add_figure(plot_region(syn.images[i].detach().clamp(0, 1), region, syn.init_images[i],
-                                   title=str(caps[i][0] if isinstance(caps[i], (list, tuple)) else caps[i])),
+                                   title=f"{caps[i][0][0]} (cos {caps[i][0][1]:.2f})"),
                        f"synthetic pair {i}")
     export_png(syn, run.path / "distilled_png", data.train_text, data.train.captions)
     rep.save(run.path / "report.html")
