@@ -11,7 +11,7 @@ from torch import nn
 
 import mdw_kit.distill.distiller as distiller
 from mdw_kit.data import load_source
-from mdw_kit.distill.distiller import CHECKPOINT, DistillConfig, Distiller, TrajectoryList
+from mdw_kit.distill.distiller import DistillConfig, Distiller, TrajectoryList
 from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
 from mdw_kit.distill.synthetic import DistilledSet
 from mdw_kit.models import build_model
