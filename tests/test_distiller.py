@@ -172,12 +172,12 @@ def test_wrong_model_for_the_trajectories_is_an_error():
 
 # ------------------------------------------------------------------ the loop
 def test_a_few_iterations_lower_the_matching_loss_on_shapes():
-    ds = load_source("shapes", num_images=120, image_size=32, seed=0).split("train")
+    ds = load_source("shapes", num_images=100, image_size=32, seed=0).split("train")
     x, t = ds.pair_pixels(), bow_embed(ds.captions)
     torch.manual_seed(0)
     model = build_model("convnet3", text_dim=64, image_size=32, embed_dim=64, width=16)
     traj = [get_flat(model)]
-    train_contrastive(model, x, t, TrainConfig(epochs=4, batch_size=32, lr=0.01, optimizer="sgd", seed=0,
+    train_contrastive(model, x, t, TrainConfig(epochs=3, batch_size=32, lr=0.01, optimizer="sgd", seed=0,
                                                device="cpu"),
                       callback=lambda e, m, s: traj.append(get_flat(m)))
     cfg = DistillConfig(num_pairs=20, iterations=8, syn_steps=3, expert_epochs=2, max_start_epoch=2,

@@ -5,7 +5,9 @@ logit ``S_ij`` on the tower's last spatial feature map
 (``model.tower.spatial``) for each ``j`` among the top-``k`` of row ``i`` of
 ``P~``; each map is upsampled to ``H x W``, scaled to a maximum of 1, and the
 maps are mixed with weights ``P~_ij / sum_j P~_ij`` into one region map
-``m_i`` (again scaled to a maximum of 1). Towers without a spatial map get
+``m_i`` (again scaled to a maximum of 1). A map with no positive evidence at all
+(Grad-CAM's ReLU zeroes it) becomes uniform, so CEO leaves that image's
+gradient as it is. Towers without a spatial map get
 input-gradient saliency (``|dS_ij/dx|``, max over channels) instead.
 
 Methods (``region_maps(method=...)``):

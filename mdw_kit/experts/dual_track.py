@@ -171,6 +171,7 @@ class DualTrackResult:
         p_clean: track -> {epoch: ``[N]`` clean probability fitted after that epoch}; the first
             key is the end of warm-up, the last the end of training.
         gmm: track -> {epoch: mixture info}.
+        losses: track -> {epoch: ``[N]`` per-pair losses scored after that epoch (before the EMA)}.
         detection: one dict per scored epoch: ``{"epoch", "A": metrics, "B": ..., "consensus": ...}``
             (only when the ground truth was given).
         history: track -> per-epoch training stats (``epoch, loss, lr, time, val``).
@@ -183,6 +184,7 @@ class DualTrackResult:
     states: dict[str, dict[str, torch.Tensor]]
     p_clean: dict[str, dict[int, torch.Tensor]]
     gmm: dict[str, dict[int, dict]]
+    losses: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     detection: list[dict[str, Any]] = field(default_factory=list)
     history: dict[str, list[dict]] = field(default_factory=dict)
     true_clean: torch.Tensor | None = None
@@ -313,8 +315,8 @@ def global_pair_losses(model: nn.Module, images: torch.Tensor, text: torch.Tenso
 
 
 def _score(track: _Track, images: torch.Tensor, text: torch.Tensor, cfg: DualTrackConfig,
-           groups: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
-    """Per-pair losses of ``track`` (EMA across epochs), then the mixture's clean probability."""
+           groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Per-pair losses of ``track``, their EMA across epochs, and the mixture's clean probability."""
     if cfg.scoring == "global":
         losses = global_pair_losses(track.model, images, text, groups, cfg.score_batch_size)
     else:
@@ -323,7 +325,8 @@ def _score(track: _Track, images: torch.Tensor, text: torch.Tensor, cfg: DualTra
         track.loss_avg = losses
     else:
         track.loss_avg = cfg.loss_ema * track.loss_avg + (1 - cfg.loss_ema) * losses
-    return fit_clean_probability(track.loss_avg)
+    p, info = fit_clean_probability(track.loss_avg)
+    return losses, p, info
 
 
 def _detection(epoch: int, p: dict[str, torch.Tensor], clean: torch.Tensor, threshold: float) -> dict:
@@ -367,7 +370,8 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
             or ``(pixels, text_emb, pair_image)``); its metrics land in ``history``.
         callback: ``callback(track, epoch, model, stats)`` after every epoch of every track.
         epoch_callback: ``callback(epoch, info)`` after every epoch once both tracks are done;
-            ``info`` has ``p_clean`` (when scored), ``gmm`` and ``detection`` (when known).
+            ``info`` has ``p_clean``, ``losses`` and ``gmm`` (when scored) and ``detection`` (when
+            the ground truth is known).
         groups: optional ``[N]`` image index of every pair (pairs sharing an image, as in
             Flickr30k / COCO, are not each other's negatives when scoring).
 
@@ -390,7 +394,7 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
     t0 = time.perf_counter()
     tracks = [_make_track(t, model_fn, cfg) for t in cfg.tracks]
     res = DualTrackResult(cfg, {}, {}, {t: {} for t in cfg.tracks}, {t: {} for t in cfg.tracks},
-                          true_clean=clean)
+                          losses={t: {} for t in cfg.tracks}, true_clean=clean)
     current: dict[str, torch.Tensor] = {}
     for epoch in progress(range(1, cfg.epochs + 1), desc="dual-track" if not cfg.naive else "naive",
                           total=cfg.epochs, enabled=None if cfg.progress else False):
@@ -407,9 +411,11 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
         info: dict[str, Any] = {"epoch": epoch}
         if _scored(epoch, cfg):
             for tr in tracks:
-                current[tr.name], res.gmm[tr.name][epoch] = _score(tr, train_images, train_text, cfg, groups)
+                res.losses[tr.name][epoch], current[tr.name], res.gmm[tr.name][epoch] = \
+                    _score(tr, train_images, train_text, cfg, groups)
                 res.p_clean[tr.name][epoch] = current[tr.name]
-            info.update(p_clean=dict(current), gmm={t: res.gmm[t][epoch] for t in current})
+            info.update(p_clean=dict(current), gmm={t: res.gmm[t][epoch] for t in current},
+                        losses={t: res.losses[t][epoch] for t in current})
             if clean is not None:
                 res.detection.append(_detection(epoch, current, clean, cfg.threshold))
                 info["detection"] = res.detection[-1]
