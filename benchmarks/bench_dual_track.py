@@ -158,6 +158,8 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.no_progress:
+        os.environ["MDW_NO_PROGRESS"] = "1"
     over = json.loads(args.dual_config)
     t0 = time.time()
     cells, doc = [], {}

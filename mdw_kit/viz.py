@@ -190,9 +190,9 @@ def _draw_mixture(ax, mix: Mapping[str, Sequence[float]], edges: np.ndarray, n: 
     dens = gaussian_mixture_density(xs, mix["weight"], mix["mean"], mix["var"]) * n * (edges[1] - edges[0])
     names = ("clean component", "noisy component") if dens.shape[1] == 2 else \
         tuple(f"component {c}" for c in range(dens.shape[1]))
-    for c in range(dens.shape[1]):
-        ax.plot(xs, dens[:, c], linewidth=1.5, label=names[c])
-    ax.plot(xs, dens.sum(1), color="black", linewidth=1, label="mixture")
+    ax.plot(xs, dens.sum(1), color="0.35", linewidth=1, label="mixture")
+    for c, colour in zip(range(dens.shape[1]), ("tab:blue", "tab:orange", "tab:purple", "tab:brown")):
+        ax.plot(xs, dens[:, c], linewidth=2, linestyle="--", color=colour, label=names[c])
 
 
 def plot_correspondence(matrix: ArrayLike, init: ArrayLike | None = None,
