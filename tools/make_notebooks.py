@@ -259,7 +259,7 @@ One dual-track run gives two trajectories (tracks A and B); the buffer also keep
 noise report, whose clean probabilities choose the starting pairs of the distilled set.
 '''),
     code('''
-experts = DualTrackConfig(epochs=3 if SMOKE else 10, warmup_epochs=1 if SMOKE else 2, batch_size=128)
+experts = DualTrackConfig(epochs=3 if SMOKE else 8, warmup_epochs=1 if SMOKE else 2, batch_size=128)
 buffer = build_buffer(tempfile.mkdtemp(prefix="mdw-nb03-"), model_cfg, images, data.train_text, experts,
                       num_runs=1, data_fingerprint=data.fingerprint(), text_encoder_name=data.encoder_name,
                       clean=data.train.clean)
@@ -273,18 +273,18 @@ its start; lower is better), the learned student rates, and every few iterations
 validation R-sum of a model trained briefly on the current synthetic set.
 '''),
     code('''
-dcfg = DistillConfig(num_pairs=M, iterations=4 if SMOKE else 60, syn_steps=3 if SMOKE else 5,
+dcfg = DistillConfig(num_pairs=M, iterations=4 if SMOKE else 50, syn_steps=3 if SMOKE else 5,
                      expert_epochs=1 if SMOKE else 2, max_start_epoch=2 if SMOKE else 6,
                      batch_syn=8 if SMOKE else 25, lr_init=0.01 if SMOKE else None,
                      ceo_every=2 if SMOKE else 10, save_maps_every=2 if SMOKE else 20)
-quick = EvalConfig(epochs=5 if SMOKE else 60, eval_every=5 if SMOKE else 10)
+quick = EvalConfig(epochs=5 if SMOKE else 30, eval_every=5 if SMOKE else 10)
 
 def val_rsum():
     """Validation R-sum of a model trained briefly on the current set (the test split is not touched)."""
     r = evaluate_distilled(distiller.syn, model_cfg, data.val_split(), data.val_split(), seeds=(0,), cfg=quick)
     return {"val": {"R-sum": r["val_mean"]["R-sum"]}}
 
-monitor = TrainingMonitor.for_distillation(evaluate=val_rsum, evaluate_every=4 if SMOKE else 20)
+monitor = TrainingMonitor.for_distillation(evaluate=val_rsum, evaluate_every=4 if SMOKE else 25)
 monitor.show(static=False)
 distiller = Distiller(dcfg, buffer, model_cfg, images, data.train_text, callback=monitor.callback)
 syn = distiller.run()
@@ -320,7 +320,7 @@ and, for comparison, on *M* random real training pairs (noise included). The epo
 chosen on the validation split; the test R-sum (out of 600) is reported.
 '''),
     code('''
-ecfg = EvalConfig(epochs=6 if SMOKE else 200, eval_every=3 if SMOKE else 10)
+ecfg = EvalConfig(epochs=6 if SMOKE else 100, eval_every=3 if SMOKE else 10)
 seeds = (0,) if SMOKE else (0, 1)
 distilled = evaluate_distilled(syn, model_cfg, data.val_split(), data.test_split(), seeds=seeds, cfg=ecfg)
 idx = make_coreset("random").select(pair_features(data.train_text), M, seed=0)
