@@ -133,6 +133,7 @@ class PipelineConfig:
     encoder: str = "minilm"
     source_options: dict[str, Any] = field(default_factory=dict)
     baselines: tuple[str, ...] = ("random", "clean_random")
+    distill_overrides: dict[str, Any] = field(default_factory=dict)
     quick: bool = False
 
     def resolved(self) -> "PipelineConfig":
@@ -155,6 +156,10 @@ def _distill_history_figure(history: list[dict]):
     return plot_curves(panels, title="distillation")
 
 
+def _say(t0: float, msg: str) -> None:
+    print(f"{msg}  (t={time.time() - t0:.0f}s)", flush=True)
+
+
 def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str, Any]:
     """Run the whole pipeline into ``out`` (resumable: finished stages are reused) and write the report."""
     from pathlib import Path as _P
@@ -172,12 +177,12 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
     run.write_json("config.json", {"command": "pipeline", **cfg.__dict__})
     t_start = time.time()
     run.log(f"pipeline start: {cfg}")
-    print(f"[1/5] data: {cfg.source}, {cfg.noise:.0%} caption noise")
+    _say(t_start, f"[1/5] data: {cfg.source}, {cfg.noise:.0%} caption noise")
     data = prepare_data(cfg.source, cfg.noise, 0, cfg.source_options, cfg.encoder)
     save_data_record(run, data)
     mcfg = ModelConfig(tower="convnet3", text_dim=data.text_dim, image_size=data.image_size)
 
-    print(f"[2/5] dual-track experts: {cfg.expert_runs} run(s) x 2 tracks x {cfg.expert_epochs} epochs")
+    _say(t_start, f"[2/5] dual-track experts: {cfg.expert_runs} run(s) x 2 tracks x {cfg.expert_epochs} epochs")
     dcfg = DualTrackConfig(epochs=cfg.expert_epochs, warmup_epochs=min(2, cfg.expert_epochs))
     buf = build_buffer(_P(run.path) / "experts", mcfg, data.train.pair_pixels(), data.train_text, dcfg,
                        cfg.expert_runs, data.fingerprint(), data.encoder_name,
@@ -185,16 +190,17 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
     report = buf.consensus
     report.save(run.path)
 
-    print(f"[3/5] MDW distillation: {cfg.budget} pairs, {cfg.iterations} iterations")
+    _say(t_start, f"[3/5] MDW distillation: {cfg.budget} pairs, {cfg.iterations} iterations")
     spec = get_method("mdw")
-    dist_cfg = spec.distill_config(cfg.budget, {"iterations": cfg.iterations,
-                                                "max_start_epoch": max(1, cfg.expert_epochs - 2)})
+    over = {"iterations": cfg.iterations, "max_start_epoch": max(1, cfg.expert_epochs - 2),
+            **({"lr_init": 0.01} if cfg.quick else {}), **cfg.distill_overrides}
+    dist_cfg = spec.distill_config(cfg.budget, over)
     dist = Distiller(dist_cfg, buf, mcfg, data.train.pair_pixels(), data.train_text,
                      p_clean=buf.consensus_p_clean, run_dir=_P(run.path) / "distill")
     syn = dist.run()
     run.write_json("distill/history.json", dist.history)
 
-    print(f"[4/5] evaluation: fresh models on the distilled set, seeds {list(cfg.seeds)}")
+    _say(t_start, f"[4/5] evaluation: fresh models on the distilled set, seeds {list(cfg.seeds)}")
     ecfg = EvalConfig(epochs=cfg.eval_epochs, eval_every=max(1, cfg.eval_epochs // 20))
     results = {"mdw": evaluate_distilled(syn, mcfg, data.val_split(), data.test_split(), cfg.seeds, cfg=ecfg)}
     for name in cfg.baselines:
