@@ -110,13 +110,19 @@ def _text(page, selector: str) -> str:
     return page.locator(selector).first.inner_text(timeout=INTERACT_MS)
 
 
-def test_notebook_04_widgets_render_and_respond(lab, tmp_path: Path):
+@pytest.fixture
+def playwright_api():
+    """Playwright's sync API, after checking that Chromium and Playwright are there (before any server)."""
     _require(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _require(False, "Python Playwright is not installed (pip install playwright)")
-    with sync_playwright() as p:
+    return sync_playwright
+
+
+def test_notebook_04_widgets_render_and_respond(playwright_api, lab, tmp_path: Path):
+    with playwright_api() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})

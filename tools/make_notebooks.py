@@ -28,7 +28,8 @@ T0 = time.perf_counter()
 print("smoke mode" if SMOKE else "full mode")'''
 
 FOOTER = '''\
-print(f"notebook ran in {time.perf_counter() - T0:.0f} s ({'smoke' if SMOKE else 'full'} mode)")'''
+print(f"notebook ran in {time.perf_counter() - T0:.0f} s, {time.process_time():.0f} s of CPU "
+      f"({'smoke' if SMOKE else 'full'} mode, {torch.get_num_threads()} threads)")'''
 
 
 def md(text: str):
@@ -369,7 +370,7 @@ buffer = build_buffer(tempfile.mkdtemp(prefix="mdw-nb04-"), model_cfg, images, d
                       clean=data.train.clean)
 '''),
     code('''
-dcfg = DistillConfig(num_pairs=16 if SMOKE else 40, iterations=6 if SMOKE else 50,
+dcfg = DistillConfig(num_pairs=16 if SMOKE else 40, iterations=6 if SMOKE else 40,
                      syn_steps=3 if SMOKE else 5, expert_epochs=1 if SMOKE else 2,
                      max_start_epoch=2 if SMOKE else 5, batch_syn=8 if SMOKE else 20,
                      lr_init=0.01 if SMOKE else None, ceo_beta=0.5, ceo_every=3 if SMOKE else 5,
