@@ -1,14 +1,17 @@
 """Dual-track collaborative learning on tiny shapes data, and the noise report it produces."""
+import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mdw_kit.data import inject_noise, load_source
-from mdw_kit.experts.dual_track import DualTrackConfig, summarize_detection, train_dual_track
+from mdw_kit.experts.dual_track import (DualTrackConfig, global_pair_losses, run_noise_report,
+                                        summarize_detection, train_dual_track)
 from mdw_kit.experts.report import NoiseReport, report_from_scores
 from mdw_kit.models import ModelConfig, get_flat
-from mdw_kit.train import TrainConfig, train_contrastive
+from mdw_kit.train import TrainConfig, symmetric_info_nce, train_contrastive
 from mdw_kit.utils import seed_everything
 
 TEXT_DIM = 64
@@ -26,10 +29,14 @@ def view_text(ds, dim=TEXT_DIM):
 
 
 @pytest.fixture(scope="module")
-def noisy_shapes():
-    ds = inject_noise(load_source("shapes", num_images=200, image_size=32, seed=0), rate=0.4, seed=1)
-    rows = torch.as_tensor(np.flatnonzero(ds.pair_split == "train"))
-    return ds.pair_pixels(rows), view_text(ds)[rows], ds.clean[rows]
+def noisy_ds():
+    return inject_noise(load_source("shapes", num_images=200, image_size=32, seed=0), rate=0.4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def noisy_shapes(noisy_ds):
+    rows = torch.as_tensor(np.flatnonzero(noisy_ds.pair_split == "train"))
+    return noisy_ds.pair_pixels(rows), view_text(noisy_ds)[rows], noisy_ds.clean[rows]
 
 
 def model_fn(seed):
@@ -101,7 +108,8 @@ def test_callbacks_and_determinism(noisy_shapes):
 
 @pytest.mark.parametrize("bad, match", [
     (dict(mode="vote"), "mode"), (dict(num_tracks=1), "num_tracks"), (dict(warmup_epochs=9, epochs=3), "warmup"),
-    (dict(seed_a=3, seed_b=3), "different seeds"), (dict(loss_ema=1.0), "loss_ema")])
+    (dict(seed_a=3, seed_b=3), "different seeds"), (dict(loss_ema=1.0), "loss_ema"),
+    (dict(loss_average="median"), "loss_average"), (dict(scoring="random"), "scoring")])
 def test_config_errors_name_the_field(bad, match):
     with pytest.raises(ValueError, match=match):
         DualTrackConfig(**bad)
@@ -120,6 +128,32 @@ def test_mismatched_inputs_are_refused():
     with pytest.raises(ValueError, match="clean"):
         train_dual_track(model_fn, torch.rand(8, 3, 32, 32), torch.randn(8, TEXT_DIM), DualTrackConfig(**FAST),
                          clean=torch.ones(5, dtype=torch.bool))
+
+
+def test_global_pair_losses_equal_one_full_batch_and_respect_groups():
+    model = model_fn(0).eval()
+    x, t = torch.rand(12, 3, 32, 32), torch.randn(12, TEXT_DIM)
+    full = symmetric_info_nce(model(x, t), reduction="none")
+    assert torch.allclose(global_pair_losses(model, x, t, batch_size=5), full, atol=1e-5)
+    x[1] = x[0]  # pairs 0 and 1 share an image (two captions of one picture)
+    groups = torch.tensor([0, 0] + list(range(1, 11)))
+    logits = model(x, t)
+    logits[0, 1] = logits[1, 0] = -1e9  # neither is the other's negative
+    want = symmetric_info_nce(logits, reduction="none")
+    assert torch.allclose(global_pair_losses(model, x, t, groups=groups, batch_size=5), want, atol=1e-5)
+
+
+def test_run_noise_report_writes_the_report(tmp_path, noisy_ds):
+    cfg = DualTrackConfig(epochs=2, warmup_epochs=1, **FAST)
+    rep = run_noise_report(tmp_path, noisy_ds, view_text(noisy_ds), MODEL, cfg)
+    train = noisy_ds.split("train")
+    assert len(rep) == len(train) and rep.captions == train.captions
+    back = NoiseReport.load(tmp_path)
+    assert back.summary() == rep.summary() and back.summary()["true_noise_rate"] == pytest.approx(0.4, abs=0.02)
+    doc = json.loads((tmp_path / "dual_track.json").read_text())
+    assert [d["epoch"] for d in doc["detection_per_epoch"]] == [1, 2]
+    assert doc["history"]["A"][0]["val"] is not None  # validated on the val split
+    assert (tmp_path / "noise_report.csv").exists() and (tmp_path / "p_clean_history.safetensors").exists()
 
 
 # ------------------------------------------------------------------ report

@@ -77,8 +77,11 @@ class DualTrackConfig:
         naive: plain training on all pairs (no cross supervision).
         batch_size, lr, weight_decay, optimizer: as :class:`~mdw_kit.train.TrainConfig`.
         lr_after_warmup: learning-rate factor applied once warm-up ends (1.0 keeps it).
-        loss_ema: weight of the previous average in the per-pair loss EMA the mixture is fitted
-            on (0 = this epoch's losses only).
+        loss_average: what the mixture is fitted on: ``"mean"``, each pair's mean loss over all
+            scored epochs so far (from the end of warm-up; it keeps detection from decaying as
+            the models memorise); ``"ema"``, an exponential moving average with ``loss_ema``;
+            ``"last"``, this epoch's losses only.
+        loss_ema: weight of the previous average in the ``"ema"`` average.
         min_weight: floor of the per-pair weights in ``"weight"`` mode (0 keeps ``w`` as is).
         scoring: ``"global"``: each pair's loss against all pairs (:func:`global_pair_losses`);
             ``"batch"``: in fixed seeded mini-batches (:func:`~mdw_kit.train.per_pair_losses`).
@@ -101,6 +104,7 @@ class DualTrackConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     lr_after_warmup: float = 1.0
+    loss_average: str = "mean"
     loss_ema: float = 0.5
     min_weight: float = 0.0
     scoring: str = "global"
@@ -110,6 +114,9 @@ class DualTrackConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.loss_average not in ("mean", "ema", "last"):
+            raise ValueError("DualTrackConfig.loss_average must be 'mean', 'ema' or 'last', "
+                             f"got {self.loss_average!r}")
         if self.scoring not in ("global", "batch"):
             raise ValueError(f"DualTrackConfig.scoring must be 'global' or 'batch', got {self.scoring!r}")
         if self.mode not in MODES:
@@ -245,6 +252,7 @@ class _Track:
     trajectory: list[torch.Tensor] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     loss_avg: torch.Tensor | None = None
+    scored: int = 0
 
 
 def _make_track(name: str, model_fn: Callable[[int], nn.Module], cfg: DualTrackConfig) -> _Track:
@@ -321,8 +329,11 @@ def _score(track: _Track, images: torch.Tensor, text: torch.Tensor, cfg: DualTra
         losses = global_pair_losses(track.model, images, text, groups, cfg.score_batch_size)
     else:
         losses = per_pair_losses(track.model, images, text, batch_size=cfg.score_batch_size)
-    if track.loss_avg is None or cfg.loss_ema == 0 or cfg.naive:
+    track.scored += 1
+    if track.loss_avg is None or cfg.loss_average == "last" or cfg.naive:
         track.loss_avg = losses
+    elif cfg.loss_average == "mean":
+        track.loss_avg = track.loss_avg + (losses - track.loss_avg) / track.scored
     else:
         track.loss_avg = cfg.loss_ema * track.loss_avg + (1 - cfg.loss_ema) * losses
     p, info = fit_clean_probability(track.loss_avg)
@@ -350,6 +361,24 @@ def _scored(epoch: int, cfg: DualTrackConfig) -> bool:
     the scores for training) only at the end of warm-up and at the end."""
     first = max(cfg.warmup_epochs, 1)
     return epoch in (first, cfg.epochs) if cfg.naive else epoch >= first
+
+
+def _score_tracks(tracks: list[_Track], epoch: int, images: torch.Tensor, text: torch.Tensor,
+                  res: "DualTrackResult", current: dict[str, torch.Tensor],
+                  groups: torch.Tensor | None) -> dict[str, Any]:
+    """Score every pair with every track; record losses, probabilities, mixture fits, detection."""
+    cfg = res.config
+    for tr in tracks:
+        res.losses[tr.name][epoch], current[tr.name], res.gmm[tr.name][epoch] = \
+            _score(tr, images, text, cfg, groups)
+        res.p_clean[tr.name][epoch] = current[tr.name]
+    info: dict[str, Any] = {"epoch": epoch, "p_clean": dict(current),
+                            "losses": {t: res.losses[t][epoch] for t in current},
+                            "gmm": {t: res.gmm[t][epoch] for t in current}}
+    if res.true_clean is not None:
+        res.detection.append(_detection(epoch, current, res.true_clean, cfg.threshold))
+        info["detection"] = res.detection[-1]
+    return info
 
 
 # ------------------------------------------------------------------ driver
@@ -408,17 +437,8 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
             stats = _train_epoch(tr, epoch, train_images, train_text, w, val)
             if callback is not None:
                 callback(tr.name, epoch, tr.model, stats)
-        info: dict[str, Any] = {"epoch": epoch}
-        if _scored(epoch, cfg):
-            for tr in tracks:
-                res.losses[tr.name][epoch], current[tr.name], res.gmm[tr.name][epoch] = \
-                    _score(tr, train_images, train_text, cfg, groups)
-                res.p_clean[tr.name][epoch] = current[tr.name]
-            info.update(p_clean=dict(current), gmm={t: res.gmm[t][epoch] for t in current},
-                        losses={t: res.losses[t][epoch] for t in current})
-            if clean is not None:
-                res.detection.append(_detection(epoch, current, clean, cfg.threshold))
-                info["detection"] = res.detection[-1]
+        info = _score_tracks(tracks, epoch, train_images, train_text, res, current, groups) \
+            if _scored(epoch, cfg) else {"epoch": epoch}
         if epoch_callback is not None:
             epoch_callback(epoch, info)
     for tr in tracks:
