@@ -45,6 +45,7 @@ ALL_METHODS = ["random", "herding", "kcenter", "clean_random", "mtt_vl", "lors",
                "mdw_no_ceo", "mdw_no_corr", "full_noisy", "clean_oracle"]
 QUICK_METHODS = ["clean_random", "mtt_vl", "lors", "mdw"]
 METRICS = ["TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10"]
+PROBE_VERSION = 2  # bump when the cost probe measures differently, so its cached result is not reused
 
 
 # ------------------------------------------------------------------ settings
@@ -205,23 +206,33 @@ def _probe_distiller(root: Path, settings: dict[str, Any], mode: str, syn_steps:
 
 
 def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) -> None:
-    """Iteration time vs the plain SGD steps it unrolls, both modes, same process / model / set."""
-    from mdw_kit.distill.methods import plain_step_time
+    """Iteration time vs the plain SGD steps it unrolls, both modes, same process / model / set.
+
+    Each iteration is timed right before the plain steps it is compared with, and the ratio is the
+    median of these paired ratios, so a machine whose load drifts (a shared CPU) biases it little.
+    """
+    from mdw_kit.distill.matching import time_plain_steps
     res = {}
     for mode in ("unroll", "constant_memory"):
         dist = _probe_distiller(root, settings, mode, settings["distill"]["syn_steps"])
-        times = []
+        start = dist.buffer.trajectory(0)[0]
+        iters_s, plain_s = [], []
         for it in range(1, iters + 1):
             t0 = time.perf_counter()
             dist.step(it)
-            times.append(time.perf_counter() - t0)
-        plain = plain_step_time(dist, dist.syn, repeats=5)
-        steady = sorted(times[1:])  # iteration 1 also builds the CEO maps
-        med = steady[len(steady) // 2]
-        res[mode] = {"iteration_s_median": med, "iteration_s_mean_with_maps": sum(times) / len(times),
-                     "plain_steps_s": plain, "ratio": med / plain, "iterations": iters,
-                     "syn_steps": dist.cfg.syn_steps, "budget": dist.cfg.num_pairs}
+            iters_s.append(time.perf_counter() - t0)
+            plain_s.append(time_plain_steps(dist.model, dist.syn, start, dist.cfg.syn_steps, dist.cfg.batch_syn,
+                                            generator=torch_generator(it)))
+        ratios = sorted(a / b for a, b in zip(iters_s[1:], plain_s[1:]))  # iteration 1 also builds CEO maps
+        res[mode] = {"ratio": ratios[len(ratios) // 2], "iteration_s": iters_s, "plain_steps_s": plain_s,
+                     "iterations": iters, "syn_steps": dist.cfg.syn_steps, "budget": dist.cfg.num_pairs,
+                     "batch_syn": dist.cfg.batch_syn}
     out.write_text(json.dumps(res, indent=2))
+
+
+def torch_generator(seed: int):
+    import torch
+    return torch.Generator().manual_seed(seed)
 
 
 def _rss_kib(field: str) -> int | None:
@@ -298,7 +309,7 @@ def run_probes(root: Path, settings: dict[str, Any], args: argparse.Namespace) -
     probes = root / "probes" / short_hash(settings)
     probes.mkdir(parents=True, exist_ok=True)
     base = {"root": str(root), "settings": settings}
-    cost = probes / "cost.json"
+    cost = probes / f"cost-v{PROBE_VERSION}.json"
     if not cost.exists():
         print("probe: iteration cost vs plain steps ...", flush=True)
         run_child("cost", dict(base, out=str(cost)), args, probes / "probe.log")

@@ -92,6 +92,14 @@ def test_select_and_weight_modes_train_differently(noisy_shapes):
     assert not torch.equal(out["select"].trajectories["A"][2], out["weight"].trajectories["A"][2])
 
 
+def test_select_mode_that_keeps_nothing_falls_back_with_a_warning(noisy_shapes):
+    images, text, _ = noisy_shapes
+    cfg = DualTrackConfig(epochs=2, warmup_epochs=1, mode="select", threshold=0.999999, **FAST)
+    with pytest.warns(UserWarning, match="select mode"):
+        res = train_dual_track(model_fn, images[:64], text[:64], cfg)
+    assert not torch.equal(res.trajectories["A"][1], res.trajectories["A"][2])  # it kept training
+
+
 def test_callbacks_and_determinism(noisy_shapes):
     images, text, clean = noisy_shapes
     seen, infos = [], []

@@ -20,7 +20,7 @@ def _bimodal(n_clean=600, n_noisy=400, seed=0):
 def test_bimodal_losses_low_mode_is_clean():
     losses, truth = _bimodal()
     p, info = fit_clean_probability(torch.as_tensor(losses))
-    assert p.dtype == torch.float32 and p.shape == (len(losses),)
+    assert p.dtype == torch.float64 and p.shape == (len(losses),)
     assert float(p[truth].mean()) > 0.95 and float(p[~truth].mean()) < 0.05
     assert auroc(1 - p.numpy(), ~truth) > 0.995
     assert info["raw_means"][0] < 2.0 < info["raw_means"][1]

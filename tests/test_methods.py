@@ -7,7 +7,8 @@ from dataclasses import fields
 import pytest
 import torch
 
-from mdw_kit.distill.distiller import DistillConfig, TrajectoryList
+import mdw_kit.distill.methods as methods_module
+from mdw_kit.distill.distiller import DistillConfig, Distiller, TrajectoryList
 from mdw_kit.distill.methods import (METHODS, FixedRateDistiller, MethodSpec, get_method, run_method,
                                      train_pairs)
 from mdw_kit.experts.buffer import build_buffer
@@ -100,6 +101,14 @@ def test_ablations_differ_from_mdw_in_one_switch():
     assert METHODS["lors"].corr == "lowrank" and METHODS["lors"].experts == "naive"
 
 
+def test_init_switch_maps_to_the_stage2_selection():
+    for init, want in (("clean_kcenter", "kcenter"), ("clean_balanced", "balanced"), ("clean_random", "random"),
+                       ("random", "random")):
+        assert MethodSpec("x", "distill", init=init).distill_config(10).init == want
+    with pytest.raises(ValueError, match="init one of"):
+        MethodSpec("x", "distill", init="kcenter")
+
+
 def test_result_is_resumed_from_run_dir_and_guarded(setup, tmp_path):
     data, mc, buffers = setup
     a = run_method("herding", data, BUDGET, buffers, eval_cfg=EVAL, seeds=(0,), run_dir=tmp_path)
@@ -128,17 +137,16 @@ def test_fixed_rate_distiller_keeps_eta(setup):
     s = get_flat(model)
     g = torch.Generator().manual_seed(0)
     traj = torch.stack([s + 0.05 * i * torch.randn(s.shape, generator=g) for i in range(3)])
-    cfg = DistillConfig(num_pairs=BUDGET, **{k: v for k, v in DISTILL.items()})
-    learned = METHODS["mdw"].distill_config(BUDGET, DISTILL)
+    cfg = DistillConfig(num_pairs=BUDGET, **DISTILL)
     fixed = FixedRateDistiller(cfg, TrajectoryList([traj]), mc, images, text).run()
-    moved = FixedRateDistiller.__mro__[1](learned, TrajectoryList([traj]), mc, images, text).run()
+    moved = Distiller(cfg, TrajectoryList([traj]), mc, images, text).run()
     assert torch.allclose(fixed.lr(), torch.full((2,), 0.01))
     assert not torch.allclose(moved.lr(), torch.full((2,), 0.01))
     assert all(math.isfinite(v) for v in fixed.learning_rates().values())
 
 
 def test_spec_fields_are_documented():
-    doc = MethodSpec.__module__ and __import__("mdw_kit.distill.methods", fromlist=["x"]).__doc__
+    doc = methods_module.__doc__
     for f in fields(MethodSpec):
         if f.name in ("experts", "corr", "ceo_beta", "init", "learn_lr"):
             assert f"``{f.name}``" in doc

@@ -15,7 +15,8 @@ Switches of a ``distill`` spec (one each, so an ablation differs from MDW in exa
   report of the same stage-1 run supplies the clean probabilities the initialisation uses.
 - ``corr``: ``"identity"`` (plain InfoNCE targets), ``"lowrank"`` (LoRS) or ``"full"``.
 - ``ceo_beta``: CEO strength (0 = plain trajectory matching).
-- ``init``: ``"clean_kcenter"`` (k-center among predicted-clean pairs) or ``"random"``
+- ``init``: ``"clean_kcenter"`` (k-center among predicted-clean pairs), ``"clean_balanced"``
+  (k-means balanced), ``"clean_random"`` (uniform among predicted-clean pairs) or ``"random"``
   (uniform over all pairs, as MTT-VL and LoRS start).
 - ``learn_lr``: learn the student rates ``eta`` (else they stay at their calibrated start).
 
@@ -50,7 +51,9 @@ from mdw_kit.runs import ArtifactError, RunDir
 
 KINDS = ("coreset", "distill", "reference")
 EXPERTS = ("dual_track", "naive")
-INITS = ("clean_kcenter", "random")
+INITS = ("clean_kcenter", "clean_balanced", "clean_random", "random")
+_INIT_SELECTION = {"clean_kcenter": "kcenter", "clean_balanced": "balanced", "clean_random": "random",
+                   "random": "random"}
 RESULT_FILE = "result.json"
 
 
@@ -100,8 +103,8 @@ class MethodSpec:
         if clash:
             raise ValueError(f"method {self.name!r}: {clash} are set by the method itself; "
                              "choose another method instead of overriding them")
-        init = "kcenter" if self.init == "clean_kcenter" else "random"
-        return DistillConfig(num_pairs=M, corr=self.corr, ceo_beta=self.ceo_beta, init=init, **overrides)
+        return DistillConfig(num_pairs=M, corr=self.corr, ceo_beta=self.ceo_beta,
+                             init=_INIT_SELECTION[self.init], **overrides)
 
 
 def _registry() -> dict[str, MethodSpec]:
@@ -142,7 +145,10 @@ def get_method(name: str) -> MethodSpec:
 
 
 class FixedRateDistiller(Distiller):
-    """A :class:`Distiller` whose student rates stay at their (calibrated) start: ``learn_lr=False``."""
+    """A :class:`Distiller` whose student rates stay at their (calibrated) start: ``learn_lr=False``.
+
+    Same arguments as :class:`Distiller`; ``log_lr`` gets no gradient and no optimiser.
+    """
 
     def _make_optimisers(self) -> None:
         self.syn.log_lr.requires_grad_(False)
@@ -152,12 +158,26 @@ class FixedRateDistiller(Distiller):
 
 # ------------------------------------------------------------------ helpers
 def train_pairs(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixels (uint8, one per training pair) and text embeddings of a :class:`~mdw_kit.pipeline.DataBundle`."""
+    """Pixels (uint8, one per training pair) and text embeddings of a :class:`~mdw_kit.pipeline.DataBundle`.
+
+    Example:
+        >>> from mdw_kit.pipeline import prepare_data
+        >>> images, text = train_pairs(prepare_data("shapes", source_options={"num_images": 20}, encoder="hash"))
+        >>> images.dtype, len(images) == len(text)
+        (torch.uint8, True)
+    """
     return data.train.images[data.train.pair_image], data.train_text
 
 
 def default_model_config(data: Any, buffers: Mapping[str, Any] | None = None) -> Any:
-    """The buffers' model configuration, else ConvNet-3 on the data's image size and text dim."""
+    """The buffers' model configuration, else ConvNet-3 on the data's image size and text dim.
+
+    Example:
+        >>> from mdw_kit.pipeline import prepare_data
+        >>> data = prepare_data("shapes", source_options={"num_images": 20}, encoder="hash")
+        >>> default_model_config(data).tower, default_model_config(data).text_dim == data.text_dim
+        ('convnet3', True)
+    """
     from mdw_kit.models import ModelConfig
     for buf in (buffers or {}).values():
         mc = getattr(buf, "index", {}).get("model_config") if buf is not None else None
@@ -182,7 +202,12 @@ def _clean_share(data: Any, idx: torch.Tensor) -> float | None:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (``ru_maxrss``)."""
+    """Peak resident memory of this process so far, MiB (``ru_maxrss``).
+
+    Example:
+        >>> peak_rss_mib() > 0
+        True
+    """
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2 ** 20 if sys.platform == "darwin" else rss / 1024
 
@@ -246,7 +271,7 @@ def _run_reference(spec: MethodSpec, data: Any, ctx: dict[str, Any]) -> dict[str
 def _run_distill(spec: MethodSpec, data: Any, dcfg: DistillConfig, ctx: dict[str, Any]) -> dict[str, Any]:
     buf = _buffer(ctx["buffers"], spec.experts, spec.name)
     images, text = train_pairs(data)
-    p_init = _stage1_p_clean(buf, ctx["p_clean"]) if spec.init == "clean_kcenter" else torch.ones(len(text))
+    p_init = _stage1_p_clean(buf, ctx["p_clean"]) if spec.init.startswith("clean_") else torch.ones(len(text))
     run_dir = ctx["run_dir"]
     cls = Distiller if spec.learn_lr else FixedRateDistiller
     dist = cls(dcfg, buf, ctx["model_cfg"], images, text, p_clean=p_init,

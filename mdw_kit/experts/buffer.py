@@ -171,8 +171,8 @@ class ExpertBuffer:
 
     @property
     def consensus_p_clean(self) -> torch.Tensor:
-        """``[N]`` consensus clean probability (mean over runs and tracks)."""
-        return load_tensors(self.path / "consensus.safetensors")[0]["p_clean"]
+        """``[N]`` consensus clean probability (mean over runs and tracks), float32."""
+        return load_tensors(self.path / "consensus.safetensors")[0]["p_clean"].float()
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return (f"ExpertBuffer({str(self.path)!r}, trajectories={self.num_trajectories}, "
@@ -220,7 +220,7 @@ def _write_run(out: Path, run: int, res: DualTrackResult, header: dict[str, Any]
         entries.append({"run": run, "track": track, "seed": res.config.seed(track),
                         "epochs": int(traj.shape[0] - 1), "file": name, "sha256": sha256_file(out / name)})
     p = res.p_clean_at()
-    tensors = {f"p_clean_{t}": v.float() for t, v in p.items()}
+    tensors = {f"p_clean_{t}": v.double() for t, v in p.items()}
     if clean is not None:
         tensors["true_clean"] = clean.to(torch.uint8)
     meta = {"run": run, "build_key": key, "entries": entries, "wall_time_s": res.wall_time_s,

@@ -46,6 +46,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Iterator
@@ -266,9 +267,18 @@ def _make_track(name: str, model_fn: Callable[[int], nn.Module], cfg: DualTrackC
 
 
 def _peer_weights(p_peer: torch.Tensor, cfg: DualTrackConfig) -> torch.Tensor:
-    """Per-pair loss weights a track trains with, from its peer's clean probabilities."""
+    """Per-pair loss weights a track trains with, from its peer's clean probabilities.
+
+    Select mode falls back to the soft weights (with a warning) when the peer keeps almost no
+    pair (fewer than 2, or than 1% of them), which would stall training.
+    """
     if cfg.mode == "select":
-        return (p_peer > cfg.threshold).float()
+        keep = p_peer > cfg.threshold
+        if int(keep.sum()) >= max(2, len(keep) // 100):
+            return keep.float()
+        warnings.warn(f"select mode: the peer track calls only {int(keep.sum())} of {len(keep)} pairs clean "
+                      f"(p > threshold={cfg.threshold}); training this epoch with the soft weights instead. "
+                      "Lower the threshold or lengthen the warm-up.", stacklevel=3)
     return p_peer.float().clamp(min=cfg.min_weight, max=1.0)
 
 

@@ -110,7 +110,8 @@ def fit_clean_probability(losses: torch.Tensor | np.ndarray | list[float], n_ite
             information (fewer than 2 pairs, or all equal): 1.0 keeps everything.
 
     Returns:
-        ``(prob_clean, info)``: a float32 tensor ``[N]`` in ``[0, 1]`` and a dict with the
+        ``(prob_clean, info)``: a float64 tensor ``[N]`` in ``[0, 1]`` (float64 keeps the ranking of
+        pairs deep in either tail, which float32 would round to exact 0 or 1) and a dict with the
         fitted ``means`` / ``stds`` / ``weights`` (normalised scale, clean first), ``raw_means``,
         ``separation`` (``|mu_noisy - mu_clean| / sqrt(var_clean + var_noisy)``, a label-free
         quality score), ``estimated_noise_rate`` (mean of ``1 - prob_clean``), ``n_iter``,
@@ -140,7 +141,7 @@ def fit_clean_probability(losses: torch.Tensor | np.ndarray | list[float], n_ite
             "separation": float((mean[1] - mean[0]) / np.sqrt(var.sum())),
             "estimated_noise_rate": float(1.0 - p.mean()), "n_iter": fit["n_iter"],
             "converged": fit["converged"], "log_likelihood": fit["log_likelihood"], "degenerate": False}
-    return torch.from_numpy(p.astype(np.float32)), info
+    return torch.from_numpy(p.astype(np.float64)), info
 
 
 def _degenerate(n: int, value: float, level: float) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -148,4 +149,4 @@ def _degenerate(n: int, value: float, level: float) -> tuple[torch.Tensor, dict[
     info = {"means": [0.0, 0.0], "stds": [0.0, 0.0], "weights": [1.0, 0.0], "raw_means": [level, level],
             "separation": 0.0, "estimated_noise_rate": float(1.0 - value) if n else 0.0, "n_iter": 0,
             "converged": True, "log_likelihood": 0.0, "degenerate": True}
-    return torch.full((n,), float(value), dtype=torch.float32), info
+    return torch.full((n,), float(value), dtype=torch.float64), info

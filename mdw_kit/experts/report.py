@@ -169,8 +169,8 @@ class NoiseReport:
     def save(self, run_dir: str | Path) -> Path:
         """Write ``noise_report.json`` (summary + meta), ``noise_report.safetensors`` and a CSV table."""
         run_dir = Path(run_dir)
-        tensors = {"p_clean_A": torch.from_numpy(self.p_clean_a.astype(np.float32)),
-                   "p_clean_B": torch.from_numpy(self.p_clean_b.astype(np.float32))}
+        tensors = {"p_clean_A": torch.from_numpy(self.p_clean_a.astype(np.float64)),
+                   "p_clean_B": torch.from_numpy(self.p_clean_b.astype(np.float64))}
         if self.true_clean is not None:
             tensors["true_clean"] = torch.from_numpy(self.true_clean.astype(np.uint8))
         save_tensors(run_dir / "noise_report.safetensors", tensors, {"threshold": self.threshold})
