@@ -219,3 +219,14 @@ def test_from_lists_builds_pairs_from_memory():
     assert ds.num_images == 5 and len(ds) == 6 and ds.image_split[-1] == "test"
     assert int(ds.images[4].max()) == 9
     json.dumps(ds.summary())
+
+
+def test_concept_split_keeps_families_whole_and_stratifies_big_ones():
+    from mdw_kit.data.openmoji import concept_split
+    concepts = [f"big{i}" for i in range(10) for _ in range(10)] + [f"single{i}" for i in range(200)]
+    split = concept_split(concepts, val_size=50, test_size=50, seed=3)
+    assert Counter(split.tolist()) == {"train": 200, "val": 50, "test": 50}
+    for fam in {c for c in concepts}:
+        assert len({s for c, s in zip(concepts, split) if c == fam}) == 1, fam
+    for s in ("val", "test"):  # both get their share of the big families, not only singletons
+        assert sum(1 for c, x in zip(concepts, split) if x == s and c.startswith("big")) >= 10

@@ -43,7 +43,7 @@ from mdw_kit.utils import progress
 from .base import DataError, PairDataset
 from .sources import (assemble, cached_build, check_count, check_image_size, split_counts)
 
-BUILD_VERSION = 1  # bump when the rendering or the split rule changes: old caches are then ignored
+BUILD_VERSION = 2  # bump when the rendering or the split rule changes: old caches are then ignored
 RENDER_MIN = 144   # emoji are drawn at least this large, then resized
 DEFAULT_SPLIT_SIZE = 500
 
@@ -196,11 +196,18 @@ def _ref(e: str) -> dict[str, str]:
 
 
 def concept_split(concepts: list[str], val_size: int, test_size: int, seed: int) -> np.ndarray:
-    """Split names per item: whole concepts, in a seeded order, fill val then test; the rest train.
+    """Split names per item: whole concepts go to one split, stratified by concept size.
+
+    Concepts are taken largest first (a seeded order among equal sizes); each goes to the split
+    with the most room left relative to its target size, among those it fits in (train always
+    fits). So val and test get a share of the big variant families (104 skin-tone combinations
+    of one couple emoji, say) like train does, and are equally hard: the epoch chosen on val is
+    then a fair choice for test. Val and test are filled exactly when enough small concepts remain.
 
     Example:
-        >>> concept_split(["a", "a", "b", "c", "d"], 1, 2, seed=0).tolist().count("train") >= 2
-        True
+        >>> s = concept_split(["a", "a", "b", "c", "d"], 1, 2, seed=0).tolist()
+        >>> s.count("val"), s.count("test"), s[0] == s[1]
+        (1, 2, True)
     """
     if val_size + test_size >= len(concepts):
         raise DataError(f"val_size={val_size} + test_size={test_size} leave no training images "
@@ -208,16 +215,18 @@ def concept_split(concepts: list[str], val_size: int, test_size: int, seed: int)
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(concepts):
         groups.setdefault(c, []).append(i)
-    order = np.random.default_rng(seed).permutation(len(groups))
     keys = sorted(groups)
+    tie = np.random.default_rng(seed).permutation(len(keys))
+    order = sorted(range(len(keys)), key=lambda k: (-len(groups[keys[k]]), tie[k]))
+    target = {"train": len(concepts) - val_size - test_size, "val": val_size, "test": test_size}
+    room = dict(target)
     out = np.full(len(concepts), "train", dtype=object)
-    room = {"val": val_size, "test": test_size}
     for k in order:
         members = groups[keys[k]]
-        target = next((s for s in ("val", "test") if len(members) <= room[s]), "train")
-        if target != "train":
-            room[target] -= len(members)
-        out[members] = target
+        fits = [s for s in ("train", "val", "test") if s == "train" or len(members) <= room[s]]
+        split = max(fits, key=lambda s: (room[s] / target[s] if target[s] else -1.0, s == "train"))
+        room[split] -= len(members)
+        out[members] = split
     return out
 
 
