@@ -57,10 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noise", type=float, nargs="+", help="noise rates (default 0.0 0.5)")
     p.add_argument("--budgets", type=int, nargs="+", help="budgets in pairs (default 100 200 500)")
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS, help="methods (default all)")
-    p.add_argument("--iterations", type=int, help="distillation iterations (default 300; quick 60)")
+    p.add_argument("--iterations", type=int, help="distillation iterations (default 150; quick 60)")
     p.add_argument("--seeds", type=int, nargs="+", help="evaluation seeds (default 0 1 2)")
-    p.add_argument("--eval-epochs", type=int, help="epochs on a distilled set / coreset (default 300; quick 150)")
-    p.add_argument("--expert-epochs", type=int, help="epochs per expert track (default 20; quick 10)")
+    p.add_argument("--eval-epochs", type=int, help="epochs on a distilled set / coreset (default 150)")
+    p.add_argument("--expert-epochs", type=int, help="epochs per expert track (default 10)")
     p.add_argument("--expert-runs", type=int, help="dual-track (and naive) runs per buffer (default 2; quick 1)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="buffers and cell results, reused across runs (default: cache_dir('bench_distill'))")
@@ -83,15 +83,15 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
     for kv in args.source_option:
         k, v = kv.split("=", 1)
         options[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false", "null") else v
-    expert_epochs = args.expert_epochs or (10 if q else 20)
+    expert_epochs = args.expert_epochs or 10
     return {
         "source": args.source, "source_options": options, "encoder": args.encoder, "noise_seed": 0,
         "model": {"tower": "convnet3", "image_size": int(options["image_size"]), "embed_dim": 256,
                   "text_head": "linear"},
         "experts": {"epochs": expert_epochs, "warmup_epochs": 2, "num_runs": args.expert_runs or (1 if q else 2)},
-        "distill": {"iterations": args.iterations or (60 if q else 300), "syn_steps": 10, "expert_epochs": 2,
-                    "max_start_epoch": min(10, expert_epochs - 2), "batch_syn": 50},
-        "eval": {"epochs": args.eval_epochs or (150 if q else 300), "eval_every": 10,
+        "distill": {"iterations": args.iterations or (60 if q else 150), "syn_steps": 10, "expert_epochs": 2,
+                    "max_start_epoch": max(1, min(5, expert_epochs - 2)), "batch_syn": 50},
+        "eval": {"epochs": args.eval_epochs or 150, "eval_every": 10,
                  "full_epochs": 10 if q else 20},
         "seeds": args.seeds or [0, 1, 2],
         "noise": args.noise or ([0.5] if q else [0.0, 0.5]),

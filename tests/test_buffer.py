@@ -16,7 +16,8 @@ from mdw_kit.runs import ArtifactError
 
 TEXT_DIM = 32
 MODEL = ModelConfig(tower="convnet2", text_dim=TEXT_DIM, image_size=32, embed_dim=32, tower_kw={"width": 8})
-CFG = DualTrackConfig(epochs=2, warmup_epochs=1, batch_size=16, lr=2e-3, device="cpu", progress=False)
+CFG = DualTrackConfig(epochs=2, warmup_epochs=1, batch_size=16, lr=2e-3, optimizer="adam", device="cpu",
+                      progress=False)
 RUNS = 2
 
 

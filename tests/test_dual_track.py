@@ -43,7 +43,7 @@ def model_fn(seed):
     return MODEL.build()
 
 
-FAST = dict(batch_size=32, lr=2e-3, device="cpu", progress=False)
+FAST = dict(batch_size=32, lr=2e-3, optimizer="adam", device="cpu", progress=False)  # the mechanism, fast
 
 
 def test_dual_track_separates_noisy_from_clean(noisy_shapes):

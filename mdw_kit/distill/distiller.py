@@ -74,7 +74,9 @@ class DistillConfig:
         num_pairs: ``M``, the budget of synthetic pairs.
         iterations: outer iterations.
         syn_steps: ``N`` student steps per iteration; expert_epochs: ``D``.
-        max_start_epoch: start epochs are drawn from ``[0, max_start_epoch)``.
+        max_start_epoch: start epochs are drawn from ``[0, max_start_epoch)``. Early epochs
+            carry most of what a small set can teach; 5 with ``lr_img`` 0.01 scored R-sum 52.5
+            against 49.4 for 8 with 0.005 (openmoji clean, 100 pairs, 150 iterations, one run).
         batch_syn: synthetic pairs per student step.
         lr_img: SGD step size of the pixels (momentum ``momentum``). With ``normalize_pixel_grad``
             the pixel gradient is first divided by its mean absolute value, so ``lr_img`` is the
@@ -104,9 +106,9 @@ class DistillConfig:
     iterations: int = 500
     syn_steps: int = 10
     expert_epochs: int = 2
-    max_start_epoch: int = 10
+    max_start_epoch: int = 5
     batch_syn: int = 50
-    lr_img: float = 0.005
+    lr_img: float = 0.01
     lr_txt: float = 0.002
     lr_corr: float = 0.05
     lr_lr: float = 0.01

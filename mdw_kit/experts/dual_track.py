@@ -76,7 +76,12 @@ class DualTrackConfig:
         seed_a, seed_b: seeds of tracks A and B (initialisation and data order).
         num_tracks: 2, or 1 for a single naive track.
         naive: plain training on all pairs (no cross supervision).
-        batch_size, lr, weight_decay, optimizer: as :class:`~mdw_kit.train.TrainConfig`.
+        batch_size, lr, weight_decay, optimizer, momentum: as :class:`~mdw_kit.train.TrainConfig`
+            (``momentum`` is SGD's). The default, plain SGD at 0.03, was chosen by measurement
+            (openmoji, 50% noise, one seed): its trajectories are what SGD students can follow
+            (100 pairs distilled from Adam experts scored R-sum 27-33, from SGD experts 52-70,
+            against 47 for their random starting pairs), and its consensus detection AUROC
+            stayed at 0.925 from epoch 4 to 10 (SGD at 0.1: 0.87).
         lr_after_warmup: learning-rate factor applied once warm-up ends (1.0 keeps it).
         loss_average: what the mixture is fitted on: ``"mean"``, each pair's mean loss over all
             scored epochs so far (from the end of warm-up; it keeps detection from decaying as
@@ -101,9 +106,10 @@ class DualTrackConfig:
     num_tracks: int = 2
     naive: bool = False
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 0.03
     weight_decay: float = 0.0
-    optimizer: str = "adam"
+    optimizer: str = "sgd"
+    momentum: float = 0.0
     lr_after_warmup: float = 1.0
     loss_average: str = "mean"
     loss_ema: float = 0.5
@@ -147,7 +153,8 @@ class DualTrackConfig:
         """The :class:`TrainConfig` each epoch of ``track`` runs with."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            weight_decay=self.weight_decay, optimizer=self.optimizer,
-                           seed=self.seed(track), device=self.device, eval_every=self.eval_every)
+                           momentum=self.momentum, seed=self.seed(track), device=self.device,
+                           eval_every=self.eval_every)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
