@@ -138,7 +138,7 @@ class PipelineConfig:
 
     def resolved(self) -> "PipelineConfig":
         preset = ({"iterations": 4, "expert_epochs": 3, "expert_runs": 1, "eval_epochs": 20} if self.quick
-                  else {"iterations": 120, "expert_epochs": 8, "expert_runs": 1, "eval_epochs": 200})
+                  else {"iterations": 120, "expert_epochs": 8, "expert_runs": 1, "eval_epochs": 120})
         out = PipelineConfig(**{**self.__dict__})
         for k, v in preset.items():
             if getattr(out, k) is None:

@@ -429,9 +429,11 @@ def distilled_pointing_game(dset: Any, train: Any, train_text: torch.Tensor,
         maps: ``[M, H, W]`` maps to score (default ``dset.maps``, the latest).
 
     Returns:
-        ``{"share", "hits", "chance", "named", "num_images", "top_captions", "labels"}``; ``chance``
-        is the mean box-area share of the targets (what random peaks would score), ``named`` the
-        share of images whose top caption names at least one of their objects.
+        ``{"share", "share_named", "hits", "chance", "named", "num_images", "top_captions",
+        "labels"}``; ``chance`` is the mean box-area share of the targets (what random peaks would
+        score), ``named`` the share of images whose top caption names at least one of their
+        objects (the ceiling of ``share``: a pair that started mismatched names none), and
+        ``share_named`` the hit share among those images (the maps' own accuracy).
     """
     if train.boxes is None:
         raise ValueError("pointing game: the training data has no object boxes (use the 'shapes' source)")
@@ -447,7 +449,9 @@ def distilled_pointing_game(dset: Any, train: Any, train_text: torch.Tensor,
     size = int(dset.images.shape[-1])
     hits = pointing_game_hits(maps, boxes, labels, image_size=size)
     chance = [box_area_share(b, lab, size) for b, lab in zip(boxes, labels)]
+    named = np.array([bool(lab) for lab in labels])
     return {"share": float(hits.mean()), "hits": hits, "chance": float(np.mean(chance)),
-            "named": float(np.mean([bool(lab) for lab in labels])), "num_images": len(hits),
+            "share_named": float(hits[named].mean()) if named.any() else float("nan"),
+            "named": float(named.mean()), "num_images": len(hits),
             "top_captions": captions, "labels": labels}
 

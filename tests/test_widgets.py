@@ -345,3 +345,24 @@ def test_method_runner_runs_a_real_coreset_through_the_panel():
     panel.method.value = "mdw"
     assert not any(w.disabled for w in panel.switches.values()) and panel.config()["ceo"] is True
     assert runner._needed("mdw_no_dual") == ["naive"] and runner._needed("mdw") == ["dual_track"]
+
+
+def test_distilled_pointing_game_scores_map_peaks_on_named_boxes():
+    from mdw_kit.data import load_source
+    from mdw_kit.distill.synthetic import DistilledSet
+
+    ds = load_source("shapes", num_images=12, image_size=32, seed=0)
+    train = ds.split("train")
+    text = torch.randn(len(train.captions), 16, generator=torch.Generator().manual_seed(0))
+    idx = list(range(4))
+    syn = DistilledSet.from_pairs(train.pair_pixels(), text, idx, corr="identity")
+    maps = torch.zeros(4, 32, 32)
+    for i in range(4):  # images 0, 1 peak on the centre of their first object's box, 2, 3 on a corner
+        box = train.boxes[int(train.pair_image[i])][0]["box"]
+        x, y = ((box[0] + box[2]) // 2, (box[1] + box[3]) // 2) if i < 2 else (0, 0)
+        maps[i, int(y), int(x)] = 1.0
+    syn.record_maps(0, maps)
+    game = viz.distilled_pointing_game(syn, train, text)
+    assert game["named"] == 1.0 and game["num_images"] == 4  # clean captions name their own objects
+    assert game["hits"][:2].all() and game["share"] <= 0.75 and game["share_named"] == game["share"]
+    assert 0 < game["chance"] < 1
