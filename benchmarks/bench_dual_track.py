@@ -86,7 +86,8 @@ def run_dual(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig) -> dict[
 
 def run_oracle(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig, seed: int) -> dict[str, Any]:
     keep = data.train.clean
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, device=cfg.device)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+                       momentum=cfg.momentum, weight_decay=cfg.weight_decay, device=cfg.device)
     t0 = time.time()
     r = fit_and_evaluate(lambda s: mcfg.build(), data.train.pair_pixels()[keep], data.train_text[keep], tcfg,
                          data.val_split(), data.test_split(), seeds=(seed,))
