@@ -122,6 +122,8 @@ def _registry() -> dict[str, MethodSpec]:
         MethodSpec("mdw_no_dual", "distill", "MDW with naive experts", experts="naive"),
         MethodSpec("mdw_no_ceo", "distill", "MDW without CEO (beta = 0)", ceo_beta=0.0),
         MethodSpec("mdw_no_corr", "distill", "MDW with identity targets", corr="identity"),
+        MethodSpec("mdw_clean_random_init", "distill", "MDW started from random predicted-clean pairs "
+                   "instead of k-center ones", init="clean_random"),
         MethodSpec("full_noisy", "reference", "all noisy training pairs", reference="full_noisy"),
         MethodSpec("clean_oracle", "reference", "only the truly clean training pairs (ground truth)",
                    reference="clean_oracle"),
