@@ -211,6 +211,8 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) 
     Each iteration is timed right before the plain steps it is compared with, and the ratio is the
     median of these paired ratios, so a machine whose load drifts (a shared CPU) biases it little.
     """
+    import torch
+
     from mdw_kit.distill.matching import time_plain_steps
     res = {}
     for mode in ("unroll", "constant_memory"):
@@ -222,17 +224,12 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) 
             dist.step(it)
             iters_s.append(time.perf_counter() - t0)
             plain_s.append(time_plain_steps(dist.model, dist.syn, start, dist.cfg.syn_steps, dist.cfg.batch_syn,
-                                            generator=torch_generator(it)))
+                                            generator=torch.Generator().manual_seed(it)))
         ratios = sorted(a / b for a, b in zip(iters_s[1:], plain_s[1:]))  # iteration 1 also builds CEO maps
         res[mode] = {"ratio": ratios[len(ratios) // 2], "iteration_s": iters_s, "plain_steps_s": plain_s,
                      "iterations": iters, "syn_steps": dist.cfg.syn_steps, "budget": dist.cfg.num_pairs,
                      "batch_syn": dist.cfg.batch_syn}
     out.write_text(json.dumps(res, indent=2))
-
-
-def torch_generator(seed: int):
-    import torch
-    return torch.Generator().manual_seed(seed)
 
 
 def _rss_kib(field: str) -> int | None:

@@ -62,7 +62,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.epochs, args.noise = [0], 3, [0.0, 0.5]
-    torch.set_num_threads(max(1, torch.get_num_threads()))  # OMP_NUM_THREADS caps it
     rows = [run_cell(n, args) for n in args.noise]
     table = [{"noise": r["noise"], **{m: (r["mean"][m], r["sd"][m]) for m in METRICS},
               "s/epoch": r["sec_per_epoch"], "wall s": r["wall_time_s"]} for r in rows]

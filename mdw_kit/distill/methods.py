@@ -51,9 +51,9 @@ from mdw_kit.runs import ArtifactError, RunDir
 
 KINDS = ("coreset", "distill", "reference")
 EXPERTS = ("dual_track", "naive")
-INITS = ("clean_kcenter", "clean_balanced", "clean_random", "random")
 _INIT_SELECTION = {"clean_kcenter": "kcenter", "clean_balanced": "balanced", "clean_random": "random",
-                   "random": "random"}
+                   "random": "random"}  # MethodSpec.init -> DistillConfig.init (the stage-2 selection)
+INITS = tuple(_INIT_SELECTION)
 RESULT_FILE = "result.json"
 
 
