@@ -164,7 +164,7 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
     """Run the whole pipeline into ``out`` (resumable: finished stages are reused) and write the report."""
     from pathlib import Path as _P
 
-    from .distill import Distiller
+    from .distill import DistillConfig, Distiller
     from .distill.evaluate import EvalConfig, evaluate_distilled
     from .distill.methods import get_method, run_method
     from .evaluate import format_table
@@ -192,7 +192,9 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
 
     _say(t_start, f"[3/5] MDW distillation: {cfg.budget} pairs, {cfg.iterations} iterations")
     spec = get_method("mdw")
-    over = {"iterations": cfg.iterations, "max_start_epoch": max(1, cfg.expert_epochs - 2),
+    # start epochs as DistillConfig chooses (<= 5), but leave room for expert_epochs=2 targets
+    over = {"iterations": cfg.iterations,
+            "max_start_epoch": max(1, min(DistillConfig().max_start_epoch, cfg.expert_epochs - 2)),
             **({"lr_init": 0.01} if cfg.quick else {}), **cfg.distill_overrides}
     dist_cfg = spec.distill_config(cfg.budget, over)
     dist = Distiller(dist_cfg, buf, mcfg, data.train.pair_pixels(), data.train_text,

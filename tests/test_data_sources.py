@@ -117,6 +117,24 @@ def test_emoji_concepts_group_variants_only():
     assert emoji_concept("\u2640\ufe0f") != emoji_concept("\u2642\ufe0f")  # the signs alone stay apart
 
 
+
+def test_skin_tone_grouping_keeps_skin_tones_together_and_genders_apart():
+    woman_tech_dark = "\U0001F469\U0001F3FF\u200d\U0001F4BB"
+    woman_tech = "\U0001F469\u200d\U0001F4BB"
+    man_tech = "\U0001F468\u200d\U0001F4BB"
+    assert emoji_concept(woman_tech_dark, "skin_tone") == emoji_concept(woman_tech, "skin_tone")
+    assert emoji_concept(woman_tech, "skin_tone") != emoji_concept(man_tech, "skin_tone")
+    with pytest.raises(ValueError, match="grouping"):
+        emoji_concept(man_tech, "gender")
+    with pytest.raises(DataError, match="grouping"):
+        load_openmoji(limit=24, grouping="loose")
+    ds = load_openmoji(limit=40, image_size=32, grouping="skin_tone")
+    assert ds.meta["options"]["grouping"] == "skin_tone"
+    concepts: dict[str, set] = {}
+    for image_id, split in zip(ds.image_ids, ds.image_split):
+        concepts.setdefault(emoji_concept(emoji_from_id(image_id), "skin_tone"), set()).add(split)
+    assert all(len(v) == 1 for v in concepts.values()), "a skin-tone family straddles splits"
+
 def _check_openmoji(ds: PairDataset) -> None:
     concepts: dict[str, set] = {}
     for image_id, split in zip(ds.image_ids, ds.image_split):

