@@ -39,7 +39,7 @@ from mdw_kit.pipeline import DataBundle, prepare_data  # noqa: E402
 from mdw_kit.runs import save_tensors, write_json  # noqa: E402
 from mdw_kit.train import TrainConfig  # noqa: E402
 
-DET_KEYS = ("auroc", "precision", "recall", "f1", "true_residual_noise")
+DET_KEYS = ("auroc", "auroc_p_clean", "precision", "recall", "f1", "true_residual_noise")
 
 
 def test_rsum_at_best_val(res: DualTrackResult, track: str, mcfg: ModelConfig, data: DataBundle) -> dict:
@@ -123,6 +123,8 @@ def summary_rows(cells: list[dict]) -> list[dict]:
             row: dict[str, Any] = {"noise": f"{noise:.0%}", "when": when}
             for who in ("A", "B", "consensus"):
                 row[f"AUROC {who}"] = _mean_sd([c["dual_track"][f"detection_{when}"][who]["auroc"] for c in cs])
+            row["AUROC cons (p_clean)"] = _mean_sd(
+                [c["dual_track"][f"detection_{when}"]["consensus"]["auroc_p_clean"] for c in cs])
             row["P cons"] = _mean_sd([c["dual_track"][f"detection_{when}"]["consensus"]["precision"] for c in cs])
             row["R cons"] = _mean_sd([c["dual_track"][f"detection_{when}"]["consensus"]["recall"] for c in cs])
             row["AUROC naive"] = _mean_sd([c["naive"][f"detection_{when}"]["A"]["auroc"] for c in cs])

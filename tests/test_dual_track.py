@@ -59,6 +59,9 @@ def test_dual_track_separates_noisy_from_clean(noisy_shapes):
     assert not torch.equal(res.trajectories["A"], res.trajectories["B"])  # different seeds
     assert sorted(res.p_clean["A"]) == [2, 3, 4]  # scored from the end of warm-up on
     assert res.p_clean["B"][4].shape == (n,)
+    rank = res.noise_rank["A"][4]
+    assert rank.shape == (n,) and float(rank.min()) == 0.0 and float(rank.max()) == 1.0
+    assert 0.0 <= det["final"]["consensus"]["auroc_p_clean"] <= 1.0
     rep = res.report()
     s = rep.summary()
     assert s["noise_known"] and s["auroc"] == pytest.approx(det["final"]["consensus"]["auroc"], abs=1e-6)
@@ -186,6 +189,29 @@ def test_noise_report_summary_table_and_round_trip(tmp_path):
     assert back.summary() == s and back.captions == list("uvwxyz")
     assert np.allclose(back.p_clean, rep.p_clean)
 
+
+
+def test_loss_ranks_break_the_ties_of_a_saturated_posterior(tmp_path):
+    # Three pairs get p_clean exactly 0 (a saturated mixture posterior); only their loss ranks
+    # tell the truly noisy ones (ranks 0.8, 1.0) from the clean one (rank 0.6).
+    p = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    rank = np.array([0.0, 0.2, 0.6, 0.8, 1.0, 0.4])
+    truth = np.array([True, True, True, False, False, True])
+    plain = report_from_scores(p, true_clean=truth).summary()
+    ranked = report_from_scores(p, true_clean=truth, noise_rank_a=rank)
+    s = ranked.summary()
+    assert plain["auroc"] == pytest.approx(7 / 8) and s["auroc"] == pytest.approx(1.0)
+    assert s["auroc_p_clean"] == pytest.approx(7 / 8) and s["auroc_A"] == pytest.approx(1.0)
+    assert s["precision"] == plain["precision"]  # the flag still comes from p_clean
+    assert np.allclose(ranked.noise_score, rank)
+    assert ranked.to_dataframe()["noise_rank_B"].tolist() == rank.tolist()
+    ranked.save(tmp_path)
+    back = NoiseReport.load(tmp_path)
+    assert np.allclose(back.noise_rank_a, rank) and back.summary() == s
+    with pytest.raises(ValueError, match="noise_rank_a"):
+        NoiseReport(p, p, noise_rank_a=rank)
+    with pytest.raises(ValueError, match="noise_rank_a"):
+        report_from_scores(p, noise_rank_a=rank[:4])
 
 def test_noise_report_without_ground_truth_and_bad_lengths(tmp_path):
     rep = report_from_scores([0.9, 0.1, 0.8])

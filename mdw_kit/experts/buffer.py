@@ -11,7 +11,8 @@ Format (version 1), one folder:
 - ``run{r:03d}_{A|B}.safetensors``: tensor ``trajectory`` ``[E + 1, num_params]``
   (``theta_0 .. theta_E``, layout :func:`~mdw_kit.models.retrieval.trainable_names`).
 - ``run{r:03d}_noise.safetensors``: ``p_clean_A`` / ``p_clean_B`` of run ``r`` at the end of its
-  training (plus ``true_clean`` where known); its header holds the run's index entries, so it
+  training, ``noise_rank_A`` / ``noise_rank_B`` (each track's loss rank, the continuous noise
+  score) and ``true_clean`` where known; its header holds the run's index entries, so it
   is written last and marks the run complete.
 - ``consensus.safetensors`` (``p_clean``, ``p_clean_A``, ``p_clean_B``: means over the runs)
   and the buffer's :class:`~mdw_kit.experts.report.NoiseReport` (``noise_report.*``).
@@ -185,7 +186,8 @@ def _run_report(path: Path, run: int, index: dict[str, Any]) -> NoiseReport:
     a = tensors["p_clean_A"]
     tc = tensors.get("true_clean")
     return report_from_scores(a, tensors.get("p_clean_B", a), index["config"].get("threshold", 0.5),
-                              None if tc is None else tc.bool(), meta={"run": run})
+                              None if tc is None else tc.bool(), meta={"run": run},
+                              noise_rank_a=tensors.get("noise_rank_A"), noise_rank_b=tensors.get("noise_rank_B"))
 
 
 # ------------------------------------------------------------------ writing
@@ -221,6 +223,7 @@ def _write_run(out: Path, run: int, res: DualTrackResult, header: dict[str, Any]
                         "epochs": int(traj.shape[0] - 1), "file": name, "sha256": sha256_file(out / name)})
     p = res.p_clean_at()
     tensors = {f"p_clean_{t}": v.double() for t, v in p.items()}
+    tensors.update({f"noise_rank_{t}": v.double() for t, v in res.noise_rank_at().items()})
     if clean is not None:
         tensors["true_clean"] = clean.to(torch.uint8)
     meta = {"run": run, "build_key": key, "entries": entries, "wall_time_s": res.wall_time_s,
@@ -270,8 +273,13 @@ def _write_consensus(out: Path, runs: list[int], threshold: float, header: dict[
     save_tensors(out / "consensus.safetensors", {"p_clean": 0.5 * (a + b), "p_clean_A": a, "p_clean_B": b},
                  {"runs": runs})
     tc = loaded[0].get("true_clean")
+    ranks: dict[str, torch.Tensor | None] = {"A": None, "B": None}
+    if all("noise_rank_A" in t for t in loaded):  # mean rank over the runs (buffers before ranks: none)
+        ranks["A"] = torch.stack([t["noise_rank_A"] for t in loaded]).mean(0)
+        ranks["B"] = torch.stack([t.get("noise_rank_B", t["noise_rank_A"]) for t in loaded]).mean(0)
     report_from_scores(a, b, threshold, None if tc is None else tc.bool(),
-                       meta={"runs": runs, "data_fingerprint": header["data_fingerprint"]}).save(out)
+                       meta={"runs": runs, "data_fingerprint": header["data_fingerprint"]},
+                       noise_rank_a=ranks["A"], noise_rank_b=ranks["B"]).save(out)
 
 
 def _init_from_launcher() -> None:

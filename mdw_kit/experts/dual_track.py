@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from mdw_kit.experts.gmm import fit_clean_probability
-from mdw_kit.experts.report import NoiseReport, detection_metrics, report_from_scores
+from mdw_kit.experts.report import NoiseReport, detection_metrics, percentile_rank, report_from_scores
 from mdw_kit.models.retrieval import get_flat
 from mdw_kit.train import TrainConfig, make_optimizer, per_pair_losses, train_contrastive
 from mdw_kit.utils import pick_device, progress, seed_everything
@@ -187,6 +187,8 @@ class DualTrackResult:
             key is the end of warm-up, the last the end of training.
         gmm: track -> {epoch: mixture info}.
         losses: track -> {epoch: ``[N]`` per-pair losses scored after that epoch (before the EMA)}.
+        noise_rank: track -> {epoch: ``[N]`` percentile rank in ``[0, 1]`` of the averaged loss the
+            mixture was fitted on (1 = highest loss)}: the continuous noise score that AUROC uses.
         detection: one dict per scored epoch: ``{"epoch", "A": metrics, "B": ..., "consensus": ...}``
             (only when the ground truth was given).
         history: track -> per-epoch training stats (``epoch, loss, lr, time, val``).
@@ -200,6 +202,7 @@ class DualTrackResult:
     p_clean: dict[str, dict[int, torch.Tensor]]
     gmm: dict[str, dict[int, dict]]
     losses: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    noise_rank: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     detection: list[dict[str, Any]] = field(default_factory=list)
     history: dict[str, list[dict]] = field(default_factory=dict)
     true_clean: torch.Tensor | None = None
@@ -226,9 +229,16 @@ class DualTrackResult:
                image_ids: list[str] | None = None, meta: dict | None = None) -> NoiseReport:
         """The :class:`NoiseReport` of the clean probabilities after ``epoch`` (default: the last)."""
         p = self.p_clean_at(epoch)
+        r = self.noise_rank_at(epoch)
         return report_from_scores(p["A"], p.get("B"), self.config.threshold, self.true_clean, captions,
                                   image_ids, dict(meta or {}, epoch=epoch or self.final_epoch,
-                                                  config=self.config.to_dict()))
+                                                  config=self.config.to_dict()),
+                                  noise_rank_a=r.get("A"), noise_rank_b=r.get("B"))
+
+    def noise_rank_at(self, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """Loss ranks per track after ``epoch`` (default: the last); empty if not recorded."""
+        epoch = self.final_epoch if epoch is None else epoch
+        return {t: v[epoch] for t, v in self.noise_rank.items() if epoch in v}
 
     def best_val_epoch(self, track: str = "A", key: str = "R-sum") -> int | None:
         """Epoch of the highest validation ``key`` of ``track`` (earliest on ties), if validated."""
@@ -341,7 +351,8 @@ def global_pair_losses(model: nn.Module, images: torch.Tensor, text: torch.Tenso
 
 def _score(track: _Track, images: torch.Tensor, text: torch.Tensor, cfg: DualTrackConfig,
            groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Per-pair losses of ``track``, their EMA across epochs, and the mixture's clean probability."""
+    """Per-pair losses of ``track``, the mixture's clean probability fitted on their average across
+    epochs, the mixture info, and the average's percentile rank (the continuous noise score)."""
     if cfg.scoring == "global":
         losses = global_pair_losses(track.model, images, text, groups, cfg.score_batch_size)
     else:
@@ -354,14 +365,17 @@ def _score(track: _Track, images: torch.Tensor, text: torch.Tensor, cfg: DualTra
     else:
         track.loss_avg = cfg.loss_ema * track.loss_avg + (1 - cfg.loss_ema) * losses
     p, info = fit_clean_probability(track.loss_avg)
-    return losses, p, info
+    return losses, p, info, torch.from_numpy(percentile_rank(track.loss_avg))
 
 
-def _detection(epoch: int, p: dict[str, torch.Tensor], clean: torch.Tensor, threshold: float) -> dict:
+def _detection(epoch: int, p: dict[str, torch.Tensor], rank: dict[str, torch.Tensor], clean: torch.Tensor,
+               threshold: float) -> dict:
+    """Detection metrics per track and of the consensus; AUROC on the loss ranks."""
     out: dict[str, Any] = {"epoch": epoch}
     for t, v in p.items():
-        out[t] = detection_metrics(v, clean, threshold)
-    out["consensus"] = detection_metrics(torch.stack(list(p.values())).mean(0), clean, threshold)
+        out[t] = detection_metrics(v, clean, threshold, rank[t])
+    out["consensus"] = detection_metrics(torch.stack(list(p.values())).mean(0), clean, threshold,
+                                         torch.stack(list(rank.values())).mean(0))
     return out
 
 
@@ -385,15 +399,17 @@ def _score_tracks(tracks: list[_Track], epoch: int, images: torch.Tensor, text: 
                   groups: torch.Tensor | None) -> dict[str, Any]:
     """Score every pair with every track; record losses, probabilities, mixture fits, detection."""
     cfg = res.config
+    ranks: dict[str, torch.Tensor] = {}
     for tr in tracks:
-        res.losses[tr.name][epoch], current[tr.name], res.gmm[tr.name][epoch] = \
+        res.losses[tr.name][epoch], current[tr.name], res.gmm[tr.name][epoch], ranks[tr.name] = \
             _score(tr, images, text, cfg, groups)
         res.p_clean[tr.name][epoch] = current[tr.name]
+        res.noise_rank.setdefault(tr.name, {})[epoch] = ranks[tr.name]
     info: dict[str, Any] = {"epoch": epoch, "p_clean": dict(current),
                             "losses": {t: res.losses[t][epoch] for t in current},
                             "gmm": {t: res.gmm[t][epoch] for t in current}}
     if res.true_clean is not None:
-        res.detection.append(_detection(epoch, current, res.true_clean, cfg.threshold))
+        res.detection.append(_detection(epoch, current, ranks, res.true_clean, cfg.threshold))
         info["detection"] = res.detection[-1]
     return info
 

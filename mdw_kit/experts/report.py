@@ -53,17 +53,38 @@ def auroc(scores: ArrayLike, positive: ArrayLike) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    ranks = _average_ranks(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(s: np.ndarray) -> np.ndarray:
+    """Ranks 1..N of ``s`` (ascending), ties given their average rank."""
     order = np.argsort(s, kind="mergesort")
     ranks = np.empty(len(s), dtype=np.float64)
     ranks[order] = np.arange(1, len(s) + 1)
     _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=ranks)
-    ranks = (sums / counts)[inv]
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return (np.bincount(inv, weights=ranks) / counts)[inv]
 
 
-def detection_metrics(p_clean: ArrayLike, true_clean: ArrayLike, threshold: float = 0.5) -> dict[str, float]:
-    """AUROC of ``1 - p_clean`` against the truly noisy pairs; precision / recall / F1 of the flag.
+def percentile_rank(values: ArrayLike) -> np.ndarray:
+    """Each value's rank among all of them, scaled to ``[0, 1]`` (0 the lowest; ties averaged).
+
+    Example:
+        >>> percentile_rank([3.0, 1.0, 2.0, 2.0]).tolist()
+        [1.0, 0.0, 0.5, 0.5]
+    """
+    v = _np(values)
+    if v is None or len(v) == 0:
+        return np.zeros(0)
+    return (_average_ranks(v) - 1) / max(len(v) - 1, 1)
+
+
+def detection_metrics(p_clean: ArrayLike, true_clean: ArrayLike, threshold: float = 0.5,
+                      noise_score: ArrayLike | None = None) -> dict[str, float]:
+    """AUROC of the noise score against the truly noisy pairs; precision / recall / F1 of the flag.
+
+    ``noise_score`` (higher = noisier) defaults to ``1 - p_clean``; ``auroc_p_clean`` is always the
+    AUROC of ``1 - p_clean``. The flag is ``p_clean < threshold`` either way.
 
     Example:
         >>> m = detection_metrics([0.9, 0.2, 0.7, 0.6], [True, False, True, False])
@@ -79,7 +100,12 @@ def detection_metrics(p_clean: ArrayLike, true_clean: ArrayLike, threshold: floa
     rec = tp / int(noisy.sum()) if noisy.any() else float("nan")
     f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
     kept = ~flag
-    return {"auroc": auroc(1.0 - p, noisy), "precision": prec, "recall": rec, "f1": f1,
+    auroc_p = auroc(1.0 - p, noisy)
+    score = None if noise_score is None else _np(noise_score)
+    if score is not None and len(score) != len(p):
+        raise ValueError(f"noise_score has {len(score)} pairs but p_clean has {len(p)}")
+    return {"auroc": auroc_p if score is None else auroc(score, noisy), "auroc_p_clean": auroc_p,
+            "precision": prec, "recall": rec, "f1": f1,
             "true_residual_noise": float(noisy[kept].mean()) if kept.any() else float("nan"),
             "true_noise_rate": float(noisy.mean()) if len(noisy) else 0.0}
 
@@ -94,6 +120,10 @@ class NoiseReport:
         true_clean: ``[N]`` ground truth where the noise was injected, else None.
         captions, image_ids: optional per-pair text for the table.
         meta: free-form provenance (data fingerprint, epochs, config).
+        noise_rank_a, noise_rank_b: optional ``[N]`` percentile rank in ``[0, 1]`` of each track's
+            (averaged) per-pair loss, 1 the highest. Where given, :attr:`noise_score` is their mean:
+            a ranking that does not saturate as the mixture posterior does (many pairs get a clean
+            probability of exactly 0 or 1), so AUROC and "sort by noisiness" use it.
     """
 
     p_clean_a: np.ndarray
@@ -103,13 +133,19 @@ class NoiseReport:
     captions: list[str] | None = None
     image_ids: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    noise_rank_a: np.ndarray | None = None
+    noise_rank_b: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.p_clean_a, self.p_clean_b = _np(self.p_clean_a), _np(self.p_clean_b)
         self.true_clean = _np(self.true_clean, bool)
+        self.noise_rank_a, self.noise_rank_b = _np(self.noise_rank_a), _np(self.noise_rank_b)
+        if (self.noise_rank_a is None) != (self.noise_rank_b is None):
+            raise ValueError("NoiseReport needs both noise_rank_a and noise_rank_b, or neither")
         n = len(self.p_clean_a)
         for name, v in (("p_clean_b", self.p_clean_b), ("true_clean", self.true_clean),
-                        ("captions", self.captions), ("image_ids", self.image_ids)):
+                        ("captions", self.captions), ("image_ids", self.image_ids),
+                        ("noise_rank_a", self.noise_rank_a), ("noise_rank_b", self.noise_rank_b)):
             if v is not None and len(v) != n:
                 raise ValueError(f"NoiseReport field '{name}' has {len(v)} rows; p_clean_a has {n}")
 
@@ -118,6 +154,14 @@ class NoiseReport:
     def p_clean(self) -> np.ndarray:
         """Consensus clean probability (mean of the two tracks)."""
         return 0.5 * (self.p_clean_a + self.p_clean_b)
+
+    @property
+    def noise_score(self) -> np.ndarray:
+        """Per-pair noisiness, higher = noisier: the mean loss rank of the tracks where known, else
+        ``1 - p_clean``."""
+        if self.noise_rank_a is not None:
+            return 0.5 * (self.noise_rank_a + self.noise_rank_b)
+        return 1.0 - self.p_clean
 
     @property
     def is_noisy(self) -> np.ndarray:
@@ -137,9 +181,11 @@ class NoiseReport:
         import pandas as pd
         cols: dict[str, Any] = {"pair": np.arange(len(self)), "p_clean_A": self.p_clean_a,
                                 "p_clean_B": self.p_clean_b, "p_clean": self.p_clean,
-                                "noise_score": 1.0 - self.p_clean, "is_noisy": self.is_noisy}
+                                "noise_score": self.noise_score, "is_noisy": self.is_noisy}
         if self.true_clean is not None:
             cols["true_clean"] = self.true_clean
+        if self.noise_rank_a is not None:
+            cols["noise_rank_A"], cols["noise_rank_B"] = self.noise_rank_a, self.noise_rank_b
         if self.image_ids is not None:
             cols["image_id"] = self.image_ids
         if self.captions is not None:
@@ -160,9 +206,10 @@ class NoiseReport:
                                       (self.p_clean_b < self.threshold)).mean()) if len(self) else 1.0,
             "noise_known": self.true_clean is not None}
         if self.true_clean is not None:
-            out.update(detection_metrics(p, self.true_clean, self.threshold))
-            out["auroc_A"] = auroc(1 - self.p_clean_a, ~self.true_clean)
-            out["auroc_B"] = auroc(1 - self.p_clean_b, ~self.true_clean)
+            out.update(detection_metrics(p, self.true_clean, self.threshold, self.noise_score))
+            ranked = self.noise_rank_a is not None
+            out["auroc_A"] = auroc(self.noise_rank_a if ranked else 1 - self.p_clean_a, ~self.true_clean)
+            out["auroc_B"] = auroc(self.noise_rank_b if ranked else 1 - self.p_clean_b, ~self.true_clean)
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
 
     # ---------------------------------------------------------- persistence
@@ -173,6 +220,9 @@ class NoiseReport:
                    "p_clean_B": torch.from_numpy(self.p_clean_b.astype(np.float64))}
         if self.true_clean is not None:
             tensors["true_clean"] = torch.from_numpy(self.true_clean.astype(np.uint8))
+        if self.noise_rank_a is not None:
+            tensors["noise_rank_A"] = torch.from_numpy(self.noise_rank_a.astype(np.float64))
+            tensors["noise_rank_B"] = torch.from_numpy(self.noise_rank_b.astype(np.float64))
         save_tensors(run_dir / "noise_report.safetensors", tensors, {"threshold": self.threshold})
         write_json(run_dir / "noise_report.json", {
             "summary": self.summary(), "threshold": self.threshold, "meta": self.meta,
@@ -193,13 +243,16 @@ class NoiseReport:
         tc = tensors.get("true_clean")
         return cls(tensors["p_clean_A"].numpy(), tensors["p_clean_B"].numpy(), float(doc["threshold"]),
                    None if tc is None else tc.numpy().astype(bool), doc.get("captions"),
-                   doc.get("image_ids"), doc.get("meta") or {})
+                   doc.get("image_ids"), doc.get("meta") or {},
+                   _np(tensors.get("noise_rank_A")), _np(tensors.get("noise_rank_B")))
 
 
 def report_from_scores(p_clean_a: ArrayLike, p_clean_b: ArrayLike | None = None, threshold: float = 0.5,
                        true_clean: ArrayLike | None = None, captions: list[str] | None = None,
-                       image_ids: list[str] | None = None, meta: dict[str, Any] | None = None) -> NoiseReport:
-    """Build a :class:`NoiseReport`; with one track, ``p_clean_b`` defaults to ``p_clean_a``.
+                       image_ids: list[str] | None = None, meta: dict[str, Any] | None = None,
+                       noise_rank_a: ArrayLike | None = None, noise_rank_b: ArrayLike | None = None) -> NoiseReport:
+    """Build a :class:`NoiseReport`; with one track, ``p_clean_b`` defaults to ``p_clean_a`` (and
+    ``noise_rank_b`` to ``noise_rank_a``).
 
     Example:
         >>> report_from_scores([0.9, 0.1]).summary()["estimated_noise_rate"]
@@ -207,4 +260,7 @@ def report_from_scores(p_clean_a: ArrayLike, p_clean_b: ArrayLike | None = None,
     """
     a = _np(p_clean_a)
     b = a.copy() if p_clean_b is None else _np(p_clean_b)
-    return NoiseReport(a, b, float(threshold), _np(true_clean, bool), captions, image_ids, dict(meta or {}))
+    ra = _np(noise_rank_a)
+    rb = (None if ra is None else ra.copy()) if noise_rank_b is None else _np(noise_rank_b)
+    return NoiseReport(a, b, float(threshold), _np(true_clean, bool), captions, image_ids, dict(meta or {}),
+                       ra, rb)
