@@ -150,7 +150,9 @@ data.info
 
 The monitor is fed by the training loop's callbacks: per-track loss, validation R-sum
 (sum of the six recall@K figures, out of 600) and, once the warm-up ends, the AUROC of
-each track's clean probability against the injected ground truth.
+each track's noise score against the injected ground truth. The noise score is the rank of
+the track's per-pair loss, averaged over the epochs since warm-up. It is a finer ranking than
+the mixture's clean probability, which is exactly 0 or 1 for many pairs.
 '''),
     code('''
 monitor = TrainingMonitor.for_dual_track()
