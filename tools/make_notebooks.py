@@ -208,8 +208,8 @@ table compares how well each run's losses still separate noisy from clean pairs 
 A naive model separates them well until it starts memorising the wrong captions; how soon that
 happens depends on the data size, the epochs and the rate. On this small subset and short run
 the two can come out close, or naive ahead (the full-mode run here gave AUROC 0.88 dual-track
-vs 0.91 naive); on all of openmoji at 50% noise over 12 epochs the benchmark
-(`benchmarks/results/dual_track.json`, 3 seeds) measured 0.920 vs 0.906, and experts whose
+vs 0.90 naive); on all of openmoji at 50% noise over 12 epochs the benchmark
+(`benchmarks/results/dual_track.json`, 3 seeds) measured 0.938 vs 0.906, and experts whose
 test R-sum was 92 vs 61. Dual-track's main gain is the experts, not the flags.
 '''),
     code('''
