@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ALL_METHODS = ["random", "herding", "kcenter", "clean_random", "mtt_vl", "lors", "mdw", "mdw_no_dual",
-               "mdw_no_ceo", "mdw_no_corr", "mdw_clean_random_init", "full_noisy", "clean_oracle"]
+               "mdw_no_ceo", "mdw_no_corr", "mdw_clean_random_init", "mdw_balanced_init", "full_noisy",
+               "clean_oracle"]
 QUICK_METHODS = ["clean_random", "mtt_vl", "lors", "mdw"]
 METRICS = ["TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10"]
 PROBE_VERSION = 2  # bump when the cost probe measures differently, so its cached result is not reused

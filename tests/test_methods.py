@@ -95,7 +95,7 @@ def test_init_switch_decides_the_starting_pairs(setup):
 def test_ablations_differ_from_mdw_in_one_switch():
     mdw = METHODS["mdw"].switches()
     for name, switch in (("mdw_no_dual", "experts"), ("mdw_no_ceo", "ceo_beta"), ("mdw_no_corr", "corr"),
-                         ("mdw_clean_random_init", "init")):
+                         ("mdw_clean_random_init", "init"), ("mdw_balanced_init", "init")):
         other = METHODS[name].switches()
         assert [k for k in mdw if mdw[k] != other[k]] == [switch]
     assert METHODS["mtt_vl"].corr == "identity" and METHODS["mtt_vl"].experts == "naive"

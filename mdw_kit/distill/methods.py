@@ -124,6 +124,8 @@ def _registry() -> dict[str, MethodSpec]:
         MethodSpec("mdw_no_corr", "distill", "MDW with identity targets", corr="identity"),
         MethodSpec("mdw_clean_random_init", "distill", "MDW started from random predicted-clean pairs "
                    "instead of k-center ones", init="clean_random"),
+        MethodSpec("mdw_balanced_init", "distill", "MDW started from one random predicted-clean pair per "
+                   "k-means cluster instead of k-center ones", init="clean_balanced"),
         MethodSpec("full_noisy", "reference", "all noisy training pairs", reference="full_noisy"),
         MethodSpec("clean_oracle", "reference", "only the truly clean training pairs (ground truth)",
                    reference="clean_oracle"),
