@@ -33,10 +33,8 @@ METRICS = ["TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "R-sum"]
 
 def run_cell(noise: float, args) -> dict:
     t0 = time.time()
-    opts = {"image_size": args.image_size}
-    if args.grouping != "strict":
-        opts["grouping"] = args.grouping
-    b = prepare_data("openmoji", noise=noise, source_options=opts)
+    b = prepare_data("openmoji", noise=noise,
+                     source_options={"image_size": args.image_size, "grouping": args.grouping})
     mcfg = ModelConfig(tower=args.tower, text_dim=b.text_dim, image_size=b.image_size,
                        train_layers=args.train_layers)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)

@@ -296,13 +296,12 @@ def _build(options: dict[str, Any], versions: dict[str, Any], attribution: str) 
             pixels.append(arr)
     keep, dups = drop_duplicates(drawn, pixels)
     kept = [drawn[i] for i in keep]
-    grouping = options.get("grouping", "strict")
-    split = concept_split([emoji_concept(e, grouping) for e in kept], options["val_size"], options["test_size"],
-                          options["seed"])
+    concepts = [emoji_concept(e, options.get("grouping", "strict")) for e in kept]
+    split = concept_split(concepts, options["val_size"], options["test_size"], options["seed"])
     meta = {"source": "openmoji", "options": options, "versions": versions,
             "attribution": f"{attribution} (https://openmoji.org)", "license": "CC BY-SA 4.0",
             "candidates": len(emojis), "rendered": len(drawn), "not_rendered": not_rendered,
             "duplicates": dups, "duplicates_dropped": len(drawn) - len(kept),
-            "concepts": len({emoji_concept(e, grouping) for e in kept}), "split_sizes": split_counts(split)}
+            "concepts": len(set(concepts)), "split_sizes": split_counts(split)}
     return assemble([pixels[i] for i in keep], [emoji_id(e) for e in kept], split,
                     [[emoji_caption(e)] for e in kept], meta)

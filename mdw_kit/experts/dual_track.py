@@ -350,7 +350,7 @@ def global_pair_losses(model: nn.Module, images: torch.Tensor, text: torch.Tenso
 
 
 def _score(track: _Track, images: torch.Tensor, text: torch.Tensor, cfg: DualTrackConfig,
-           groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+           groups: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor]:
     """Per-pair losses of ``track``, the mixture's clean probability fitted on their average across
     epochs, the mixture info, and the average's percentile rank (the continuous noise score)."""
     if cfg.scoring == "global":
