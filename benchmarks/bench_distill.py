@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ALL_METHODS = ["random", "herding", "kcenter", "clean_random", "mtt_vl", "lors", "mdw", "mdw_no_dual",
-               "mdw_no_ceo", "mdw_no_corr", "mdw_clean_random_init", "mdw_balanced_init", "full_noisy",
+               "mdw_no_ceo", "mdw_no_corr", "mdw_kcenter_init", "mdw_balanced_init", "full_noisy",
                "clean_oracle"]
 QUICK_METHODS = ["clean_random", "mtt_vl", "lors", "mdw"]
 METRICS = ["TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10"]
@@ -280,6 +280,34 @@ def cells(settings: dict[str, Any]) -> list[tuple[float, str, int | None]]:
     return out
 
 
+def retire_stale_cell(d: Path, method: str) -> Path | None:
+    """Move a cell aside when its result was made by another definition of ``method``.
+
+    The cell folder's name hashes the settings, not the method's switches, so a method whose
+    definition changed (say its default start) would otherwise be read from the old result.
+    The old folder is kept beside it as ``<name>-stale-<hash of its spec>``; nothing is deleted.
+    """
+    from mdw_kit.distill.methods import METHODS, MethodSpec
+    from mdw_kit.runs import read_json
+    f = d / "result.json"
+    if not f.exists():
+        return None
+    old_spec = read_json(f).get("spec") or {}
+    try:
+        old_fields = MethodSpec(**old_spec).result_fields()
+    except (TypeError, ValueError):  # a spec this version cannot read: treat it as another definition
+        old_fields = None
+    if old_fields == METHODS[method].result_fields():
+        return None
+    dest = d.with_name(f"{d.name}-stale-{short_hash(old_spec)}")
+    if dest.exists():
+        raise FileExistsError(f"{d}: its result is from another definition of {method!r}, and {dest} "
+                              "already exists; move one of them away")
+    d.rename(dest)
+    print(f"cell {d.name}: made by another definition of {method!r}; moved to {dest.name}", flush=True)
+    return dest
+
+
 def run_all(root: Path, settings: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Build buffers per noise rate, run missing cells in child processes, collect every result."""
     from mdw_kit.runs import read_json
@@ -290,6 +318,7 @@ def run_all(root: Path, settings: dict[str, Any], args: argparse.Namespace) -> l
             ensure_buffers(root, settings, noise)
         for _, method, budget in todo:
             d = cell_dir(root, settings, noise, method, budget)
+            retire_stale_cell(d, method)
             if not (d / "result.json").exists():
                 t0 = time.perf_counter()
                 print(f"cell noise={noise:g} {method} M={budget} ...", flush=True)

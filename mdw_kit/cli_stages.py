@@ -132,7 +132,8 @@ def register(sub, add_data_args, add_model_args) -> None:
     p = sub.add_parser("distill", help="distil a dataset with a method and evaluate it")
     add_data_args(p)
     p.add_argument("--method", default="mdw", help="mdw, lors, mtt_vl, mdw_no_dual, mdw_no_ceo, "
-                   "mdw_no_corr, random, herding, kcenter, clean_random, full_noisy, clean_oracle")
+                   "mdw_no_corr, mdw_kcenter_init, mdw_balanced_init, random, herding, kcenter, "
+                   "clean_random, full_noisy, clean_oracle")
     p.add_argument("--budget", type=int, default=100, help="synthetic pairs M")
     p.add_argument("--buffer", default=None, help="dual-track buffer folder (from mdw buffer)")
     p.add_argument("--naive-buffer", default=None, help="naive buffer folder (mdw buffer --naive)")

@@ -95,11 +95,17 @@ def test_init_switch_decides_the_starting_pairs(setup):
 def test_ablations_differ_from_mdw_in_one_switch():
     mdw = METHODS["mdw"].switches()
     for name, switch in (("mdw_no_dual", "experts"), ("mdw_no_ceo", "ceo_beta"), ("mdw_no_corr", "corr"),
-                         ("mdw_clean_random_init", "init"), ("mdw_balanced_init", "init")):
+                         ("mdw_kcenter_init", "init"), ("mdw_balanced_init", "init")):
         other = METHODS[name].switches()
         assert [k for k in mdw if mdw[k] != other[k]] == [switch]
     assert METHODS["mtt_vl"].corr == "identity" and METHODS["mtt_vl"].experts == "naive"
     assert METHODS["lors"].corr == "lowrank" and METHODS["lors"].experts == "naive"
+
+
+def test_a_renamed_method_says_its_new_name():
+    with pytest.raises(ValueError, match="now called 'mdw'"):
+        get_method("mdw_clean_random_init")
+    assert METHODS["mdw"].init == "clean_random"
 
 
 def test_init_switch_maps_to_the_stage2_selection():

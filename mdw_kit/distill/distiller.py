@@ -123,7 +123,7 @@ class DistillConfig:
     ceo_clip: tuple[float, float] = DEFAULT_CLIP
     ceo_method: str = "auto"
     mode: str = "unroll"
-    init: str = "kcenter"
+    init: str = "random"
     clean_threshold: float = 0.5
     clamp_pixels: bool = True
     normalize_pixel_grad: bool = True

@@ -22,8 +22,9 @@ Switches of a ``distill`` spec (one each, so an ablation differs from MDW in exa
 
 Registry :data:`METHODS`: ``random``, ``herding``, ``kcenter``, ``clean_random`` (coresets);
 ``mtt_vl`` (identity targets, naive experts), ``lors`` (learnable low-rank ``P~``, naive experts);
-``mdw`` (dual-track experts, learnable full ``P~``, CEO, clean k-center init) and its ablations
-``mdw_no_dual``, ``mdw_no_ceo``, ``mdw_no_corr``; references ``full_noisy``, ``clean_oracle``.
+``mdw`` (dual-track experts, learnable full ``P~``, CEO, random predicted-clean init) and its
+ablations ``mdw_no_dual``, ``mdw_no_ceo``, ``mdw_no_corr``; the start variants ``mdw_kcenter_init``
+and ``mdw_balanced_init``; references ``full_noisy``, ``clean_oracle``.
 
 Example:
     >>> METHODS["lors"].corr, METHODS["lors"].experts
@@ -74,7 +75,7 @@ class MethodSpec:
     experts: str = "dual_track"
     corr: str = "full"
     ceo_beta: float = 0.5
-    init: str = "clean_kcenter"
+    init: str = "clean_random"
     learn_lr: bool = True
 
     def __post_init__(self) -> None:
@@ -91,6 +92,23 @@ class MethodSpec:
         """The distillation switches (``experts, corr, ceo_beta, init, learn_lr``)."""
         return {"experts": self.experts, "corr": self.corr, "ceo_beta": self.ceo_beta,
                 "init": self.init, "learn_lr": self.learn_lr}
+
+    def result_fields(self) -> dict[str, Any]:
+        """What decides this method's result: the kind, and the coreset, reference or switches.
+
+        Two specs with equal ``result_fields`` give the same result (the name, the description and
+        the distillation switches of a coreset or a reference do not matter).
+
+        Example:
+            >>> MethodSpec("a", "coreset", coreset="random").result_fields() == \
+            ...     MethodSpec("b", "coreset", "other words", coreset="random", init="random").result_fields()
+            True
+        """
+        if self.kind == "coreset":
+            return {"kind": self.kind, "coreset": self.coreset}
+        if self.kind == "reference":
+            return {"kind": self.kind, "reference": self.reference}
+        return {"kind": self.kind, **self.switches()}
 
     def distill_config(self, M: int, overrides: Mapping[str, Any] | None = None) -> DistillConfig:
         """The :class:`DistillConfig` of this method at budget ``M`` (``overrides`` for the rest).
@@ -122,10 +140,10 @@ def _registry() -> dict[str, MethodSpec]:
         MethodSpec("mdw_no_dual", "distill", "MDW with naive experts", experts="naive"),
         MethodSpec("mdw_no_ceo", "distill", "MDW without CEO (beta = 0)", ceo_beta=0.0),
         MethodSpec("mdw_no_corr", "distill", "MDW with identity targets", corr="identity"),
-        MethodSpec("mdw_clean_random_init", "distill", "MDW started from random predicted-clean pairs "
-                   "instead of k-center ones", init="clean_random"),
+        MethodSpec("mdw_kcenter_init", "distill", "MDW started from k-center predicted-clean pairs "
+                   "(spread out) instead of random ones", init="clean_kcenter"),
         MethodSpec("mdw_balanced_init", "distill", "MDW started from one random predicted-clean pair per "
-                   "k-means cluster instead of k-center ones", init="clean_balanced"),
+                   "k-means cluster instead of random ones", init="clean_balanced"),
         MethodSpec("full_noisy", "reference", "all noisy training pairs", reference="full_noisy"),
         MethodSpec("clean_oracle", "reference", "only the truly clean training pairs (ground truth)",
                    reference="clean_oracle"),
@@ -136,6 +154,9 @@ def _registry() -> dict[str, MethodSpec]:
 METHODS: dict[str, MethodSpec] = _registry()
 
 
+RENAMED = {"mdw_clean_random_init": "mdw"}  # old name -> its name now (MDW's default start became random)
+
+
 def get_method(name: str) -> MethodSpec:
     """The :class:`MethodSpec` registered as ``name``.
 
@@ -143,6 +164,8 @@ def get_method(name: str) -> MethodSpec:
         >>> get_method("mdw_no_corr").corr
         'identity'
     """
+    if name in RENAMED:
+        raise ValueError(f"method {name!r} is now called {RENAMED[name]!r}")
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {list(METHODS)}")
     return METHODS[name]

@@ -1,0 +1,50 @@
+"""The distillation benchmark's cell cache: a result made by another definition of a method is
+moved aside (kept, not read) instead of being reported under the method's current name."""
+import importlib.util
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from mdw_kit.distill.methods import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_distill", ROOT / "benchmarks" / "bench_distill.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cell(tmp_path: Path, spec) -> Path:
+    d = tmp_path / "mdw-M100-abc"
+    d.mkdir()
+    (d / "result.json").write_text(json.dumps({"method": spec.name, "spec": asdict(spec), "mean": {"R-sum": 1.0}}))
+    return d
+
+
+def test_a_result_of_the_current_definition_stays(bench, tmp_path):
+    d = _cell(tmp_path, replace(METHODS["mdw"], description="reworded"))
+    assert bench.retire_stale_cell(d, "mdw") is None
+    assert (d / "result.json").exists()
+
+
+def test_a_result_of_another_definition_is_moved_aside(bench, tmp_path):
+    other = "clean_kcenter" if METHODS["mdw"].init != "clean_kcenter" else "clean_random"
+    d = _cell(tmp_path, replace(METHODS["mdw"], init=other))
+    dest = bench.retire_stale_cell(d, "mdw")
+    assert dest is not None and not d.exists()
+    assert json.loads((dest / "result.json").read_text())["spec"]["init"] == other
+    d2 = _cell(tmp_path, replace(METHODS["mdw"], init=other))  # the same stale result again: refuse, lose nothing
+    with pytest.raises(FileExistsError, match="another definition"):
+        bench.retire_stale_cell(d2, "mdw")
+    assert (d2 / "result.json").exists() and (dest / "result.json").exists()
+
+
+def test_distillation_switches_do_not_matter_to_a_coreset(bench, tmp_path):
+    d = _cell(tmp_path, replace(METHODS["random"], init="clean_kcenter", ceo_beta=0.0))
+    assert bench.retire_stale_cell(d, "random") is None
