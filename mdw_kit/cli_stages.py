@@ -170,4 +170,5 @@ def _expert_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("experts")
     g.add_argument("--expert-epochs", type=int, default=12)
     g.add_argument("--naive", action="store_true", help="plain training on all pairs (naive experts)")
-    g.add_argument("--dual-config", default=None, help="JSON of DualTrackConfig overrides")
+    g.add_argument("--dual-config", default=None, help="JSON of DualTrackConfig overrides, e.g. "
+                   "'{\"mode\": \"weight\", \"min_weight\": 0.1}' for sharper detection (weaker experts)")

@@ -89,6 +89,13 @@ class DualTrackConfig:
             ``"last"``, this epoch's losses only.
         loss_ema: weight of the previous average in the ``"ema"`` average.
         min_weight: floor of the per-pair weights in ``"weight"`` mode (0 keeps ``w`` as is).
+            Detection against expert quality (openmoji, 50% noise, 12 epochs, 3 seeds,
+            ``benchmarks/results/dual_track{,_weight_floor}.json``): ``mode="weight",
+            min_weight=0.1`` gives a consensus AUROC of 0.954 against 0.938 for the default
+            ``"select"``, since clean pairs without close relatives are then learned instead of
+            being excluded for good, but its experts score test R-sum 85.2 against 92.3, as they
+            absorb some noise. The default keeps the better experts; use the floor when the
+            noise report itself is the goal.
         scoring: ``"global"``: each pair's loss against all pairs (:func:`global_pair_losses`);
             ``"batch"``: in fixed seeded mini-batches (:func:`~mdw_kit.train.per_pair_losses`).
         score_batch_size: chunk / mini-batch size of the scoring.
