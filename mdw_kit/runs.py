@@ -6,8 +6,9 @@ never leaves a half-written file that a resume would trust.
 Example:
     >>> import tempfile, torch
     >>> run = RunDir(tempfile.mkdtemp())
-    >>> run.write_json("config.json", {"seed": 0})
-    >>> run.save_tensors("artifacts/x.safetensors", {"x": torch.zeros(2)}, {"note": "demo"})
+    >>> run.write_json("config.json", {"seed": 0}).name
+    'config.json'
+    >>> _ = run.save_tensors("artifacts/x.safetensors", {"x": torch.zeros(2)}, {"note": "demo"})
     >>> run.load_tensors("artifacts/x.safetensors")[0]["x"].shape
     torch.Size([2])
 """

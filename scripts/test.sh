@@ -10,4 +10,4 @@ if ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MDW_SMOKE=1 MDW_NO_PROGRESS=1
-exec "$PY" -m pytest tests notebooks --nbval-lax -p no:cacheprovider "$@"
+exec "$PY" -m pytest tests notebooks mdw_kit --doctest-modules --nbval-lax -p no:cacheprovider "$@"

@@ -100,8 +100,9 @@ class MethodSpec:
         the distillation switches of a coreset or a reference do not matter).
 
         Example:
-            >>> MethodSpec("a", "coreset", coreset="random").result_fields() == \
-            ...     MethodSpec("b", "coreset", "other words", coreset="random", init="random").result_fields()
+            >>> a = MethodSpec("a", "coreset", coreset="random")
+            >>> b = MethodSpec("b", "coreset", "other words", coreset="random", init="random")
+            >>> a.result_fields() == b.result_fields()
             True
         """
         if self.kind == "coreset":
