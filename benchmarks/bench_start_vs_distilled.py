@@ -1,0 +1,91 @@
+"""Does distillation improve on its starting pairs? One distilled set, four evaluations.
+
+Reads the distilled set of a finished ``bench_distill.py`` cell (same settings, so run that
+first) and trains fresh models (3 seeds, epoch chosen on val) on:
+
+- ``distilled``: the distilled set with the protocol of the benchmark (SGD with its learned rates
+  and momentum, soft targets ``P~``);
+- ``distilled_adam_soft`` / ``distilled_adam_identity``: the same pixels and texts with the
+  coresets' optimiser (Adam 1e-3), with ``P~`` / identity targets;
+- ``start_distilled_protocol``: the real pairs the distillation started from, trained exactly as
+  the distilled set is (its learned rates and ``P~``): what the learning of pixels and texts adds;
+- ``start_adam_identity``: the same real pairs as a coreset (Adam, identity targets).
+
+Usage::
+
+    python benchmarks/bench_start_vs_distilled.py --budget 100
+    python benchmarks/bench_start_vs_distilled.py --budget 100 --grouping skin_tone
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--budget", type=int, default=100)
+    p.add_argument("--noise", type=float, default=0.5)
+    p.add_argument("--method", default="mdw")
+    p.add_argument("--grouping", default=None, help="openmoji grouping (default: the source's, strict)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    import bench_distill as B
+    from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
+    from mdw_kit.distill.methods import train_pairs
+    from mdw_kit.distill.synthetic import DistilledSet
+
+    torch.set_num_threads(args.threads)
+    bargs = ["--noise", str(args.noise)] + (["--source-option", f"grouping={args.grouping}"] if args.grouping else [])
+    settings = B.build_settings(B.parse_args(bargs))
+    cell = B.cell_dir(B.work_dir(B.parse_args([])), settings, args.noise, args.method, args.budget)
+    art = cell / "distill" / "artifacts" / "distilled"
+    if not (art / "distilled.safetensors").exists():
+        raise SystemExit(f"no distilled set in {art}; run bench_distill.py with the same settings first")
+    data = B.load_data(settings, args.noise)
+    mc = B.model_config(settings, data)
+    images, text = train_pairs(data)
+    syn = DistilledSet.load(art)
+    idx = torch.as_tensor(syn.init_indices)
+    start = DistilledSet.load(art)  # the learned P~ and rates, with the starting pixels and texts
+    with torch.no_grad():
+        start.images.copy_(images[idx].float() / 255.0 if images.dtype == torch.uint8 else images[idx])
+        start.text.copy_(text[idx].float())
+    ecfg = EvalConfig.from_dict(settings["eval"])
+    runs = {"distilled": (syn, {}),
+            "distilled_adam_soft": (syn, {"use_learned_lr": False}),
+            "distilled_adam_identity": (syn, {"use_learned_lr": False, "use_soft_targets": False}),
+            "start_distilled_protocol": (start, {}),
+            "start_adam_identity": ((images[idx], text[idx]), {})}
+    rows, t0 = {}, time.perf_counter()
+    for name, (obj, over) in runs.items():
+        r = evaluate_distilled(obj, mc, data.val_split(), data.test_split(), settings["seeds"],
+                               cfg=replace(ecfg, **over))
+        rows[name] = {"R-sum": round(r["mean"]["R-sum"], 2), "sd": round(r["sd"]["R-sum"], 2),
+                      "best_epochs": r["best_epochs"], "trainer": r["trainer"], "test": r["mean"]}
+        print(f"{name:26s} R-sum {rows[name]['R-sum']:6.1f} ± {rows[name]['sd']:.1f}", flush=True)
+    suffix = f"_{args.grouping}" if args.grouping else ""
+    out = args.out or ROOT / "benchmarks" / "results" / f"start_vs_distilled_{args.method}_M{args.budget}{suffix}.json"
+    out.write_text(json.dumps({
+        "command": "python benchmarks/bench_start_vs_distilled.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "cell": str(cell), "settings": settings, "init_true_clean_share": float(data.train.clean[idx].float().mean()),
+        "wall_time_s": round(time.perf_counter() - t0, 1), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
