@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shlex
 import sys
@@ -47,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
     from mdw_kit.distill.methods import train_pairs
     from mdw_kit.distill.synthetic import DistilledSet
+    from mdw_kit.train import to_pixels
 
     torch.set_num_threads(args.threads)
     bargs = ["--noise", str(args.noise)] + (["--source-option", f"grouping={args.grouping}"] if args.grouping else [])
-    settings = B.build_settings(B.parse_args(bargs))
-    cell = B.cell_dir(B.work_dir(B.parse_args([])), settings, args.noise, args.method, args.budget)
+    bench_args = B.parse_args(bargs)
+    settings = B.build_settings(bench_args)
+    cell = B.cell_dir(B.work_dir(bench_args), settings, args.noise, args.method, args.budget)
     art = cell / "distill" / "artifacts" / "distilled"
     if not (art / "distilled.safetensors").exists():
         raise SystemExit(f"no distilled set in {art}; run bench_distill.py with the same settings first")
@@ -60,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     images, text = train_pairs(data)
     syn = DistilledSet.load(art)
     idx = torch.as_tensor(syn.init_indices)
-    start = DistilledSet.load(art)  # the learned P~ and rates, with the starting pixels and texts
+    start = copy.deepcopy(syn)  # the learned P~ and rates, with the starting pixels and texts
     with torch.no_grad():
-        start.images.copy_(images[idx].float() / 255.0 if images.dtype == torch.uint8 else images[idx])
+        start.images.copy_(to_pixels(images[idx]))
         start.text.copy_(text[idx].float())
     ecfg = EvalConfig.from_dict(settings["eval"])
     runs = {"distilled": (syn, {}),
