@@ -84,7 +84,7 @@ def test_uniform_maps_change_nothing():
 
 
 # ------------------------------------------------------------------ maps
-@pytest.mark.parametrize("method", ["auto", "gradcam", "hirescam", "guided", "saliency"])
+@pytest.mark.parametrize("method", ["auto", "gradcam", "hirescam", "guided", "saliency", "smoothgrad", "occlusion"])
 def test_region_maps_are_normalised_maps(method):
     model, (x, t) = tiny_model(), tiny_data(6)
     maps = region_maps(model, None, x, t, torch.eye(6), k=2, method=method)
@@ -101,6 +101,30 @@ def test_maps_follow_the_correspondence_and_the_given_parameters():
     other = get_flat(model) + 0.5 * torch.randn(get_flat(model).shape)
     assert not torch.allclose(a, region_maps(model, other, x, t, P, k=1, method="saliency"))
     assert torch.allclose(a, region_maps(model, None, x, t, P, k=1, method="saliency"))  # model unchanged
+
+
+def test_smoothgrad_is_deterministic_and_smoother_than_saliency():
+    model, (x, t) = tiny_model(), tiny_data(6)
+    a = region_maps(model, None, x, t, torch.eye(6), k=1, method="smoothgrad")
+    assert torch.equal(a, region_maps(model, None, x, t, torch.eye(6), k=1, method="smoothgrad"))
+    raw = region_maps(model, None, x, t, torch.eye(6), k=1, method="saliency")
+
+    def roughness(m):  # mean absolute difference between horizontal neighbours
+        return float((m[:, :, 1:] - m[:, :, :-1]).abs().mean())
+    assert roughness(a) < roughness(raw)
+
+
+def test_occlusion_maps_find_the_region_the_score_depends_on():
+    # a tower that only looks at the top-left 4 x 4 corner of an 8 x 8 image
+    tower = ImageTower(nn.Identity(), nn.Sequential(nn.ZeroPad2d((0, -4, 0, -4)), nn.Conv2d(3, 4, 1)), 4,
+                       pool="flatten", map_size=4)
+    torch.manual_seed(0)
+    model = RetrievalModel(tower, text_dim=12, embed_dim=10)
+    x, t = tiny_data(5)
+    maps = region_maps(model, None, x, t, torch.eye(5), k=1, method="occlusion")
+    assert maps.shape == (5, 8, 8)
+    corner = maps[:, :4, :4].mean()
+    assert float(maps[:, 6:, 6:].max()) == 0.0 and float(corner) > 0.2
 
 
 def test_tower_without_spatial_map_falls_back_to_saliency():

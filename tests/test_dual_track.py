@@ -1,5 +1,6 @@
 """Dual-track collaborative learning on tiny shapes data, and the noise report it produces."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,6 +104,30 @@ def test_select_mode_that_keeps_nothing_falls_back_with_a_warning(noisy_shapes):
     assert not torch.equal(res.trajectories["A"][1], res.trajectories["A"][2])  # it kept training
 
 
+def test_keep_fraction_keeps_the_peers_lowest_ranked_share():
+    from mdw_kit.experts.dual_track import _peer_weights
+    rank = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.0])
+    p = torch.tensor([0.1, 0.9, 0.6, 0.9, 0.2, 0.9, 0.1, 0.8, 0.3, 1.0])
+    w = _peer_weights(p, DualTrackConfig(keep_fraction=0.3), rank)
+    assert w.tolist() == [0, 1, 0, 0, 0, 1, 0, 0, 0, 1]
+    auto = _peer_weights(p, DualTrackConfig(keep_fraction="auto"), rank)  # mean p = 0.57 -> 6 pairs
+    assert int(auto.sum()) == 6 and bool((auto[rank.argsort()[:6]] == 1).all())
+    floor = _peer_weights(p, DualTrackConfig(keep_fraction=0.3, min_weight=0.1), rank)
+    assert sorted(set(floor.tolist())) == [pytest.approx(0.1), 1.0] and int((floor == 1).sum()) == 3
+    # without a keep fraction, select keeps p > threshold, and the floor lifts the others
+    thr = _peer_weights(p, DualTrackConfig(min_weight=0.2), rank)
+    assert thr.tolist() == [pytest.approx(v) for v in (0.2, 1, 1, 1, 0.2, 1, 0.2, 1, 0.2, 1)]
+
+
+def test_keep_fraction_trains_differently_from_the_threshold(noisy_shapes):
+    images, text, clean = noisy_shapes
+    cfg = DualTrackConfig(epochs=2, warmup_epochs=1, **FAST)
+    a = train_dual_track(model_fn, images, text, cfg, clean=clean)
+    b = train_dual_track(model_fn, images, text, replace(cfg, keep_fraction=0.5), clean=clean)
+    assert torch.equal(a.trajectories["A"][:2], b.trajectories["A"][:2])
+    assert not torch.equal(a.trajectories["A"][2], b.trajectories["A"][2])
+
+
 def test_callbacks_and_determinism(noisy_shapes):
     images, text, clean = noisy_shapes
     seen, infos = [], []
@@ -120,7 +145,9 @@ def test_callbacks_and_determinism(noisy_shapes):
 @pytest.mark.parametrize("bad, match", [
     (dict(mode="vote"), "mode"), (dict(num_tracks=1), "num_tracks"), (dict(warmup_epochs=9, epochs=3), "warmup"),
     (dict(seed_a=3, seed_b=3), "different seeds"), (dict(loss_ema=1.0), "loss_ema"),
-    (dict(loss_average="median"), "loss_average"), (dict(scoring="random"), "scoring")])
+    (dict(loss_average="median"), "loss_average"), (dict(scoring="random"), "scoring"),
+    (dict(keep_fraction=1.5), "keep_fraction"), (dict(keep_fraction="half"), "keep_fraction"),
+    (dict(min_weight=1.0), "min_weight")])
 def test_config_errors_name_the_field(bad, match):
     with pytest.raises(ValueError, match=match):
         DualTrackConfig(**bad)

@@ -352,8 +352,11 @@ Two parts of MDW are easiest to understand by looking at them:
   matches each synthetic text. It starts as (nearly) the identity; where it moves off the
   diagonal, distillation found that an image also fits another text;
 * the **region maps** of correspondence-enhanced optimisation (CEO): for each synthetic
-  image, a Grad-CAM map of its similarity to its top texts. Pixels inside the map are
-  updated more, so distillation spends its changes where the image-text match is decided.
+  image, a map of where its similarity to its top texts is decided. Pixels inside the map
+  are updated more, so distillation spends its changes where the image-text match is
+  decided. At 32 px the tower's last feature map is only 4 x 4, too coarse for Grad-CAM, so
+  this notebook uses occlusion maps (`ceo_method="occlusion"`): how much the similarity
+  drops when a small patch of the image is greyed out.
 
 This notebook distils the `shapes` data, whose captions name objects and whose objects
 have boxes, so we can check that the maps land on the objects the text names.
@@ -382,6 +385,7 @@ dcfg = DistillConfig(num_pairs=16 if SMOKE else 40, iterations=6 if SMOKE else 4
                      syn_steps=3 if SMOKE else 5, expert_epochs=1 if SMOKE else 2,
                      max_start_epoch=2 if SMOKE else 5, batch_syn=8 if SMOKE else 20,
                      lr_init=0.01 if SMOKE else None, ceo_beta=0.5, ceo_every=3 if SMOKE else 5,
+                     ceo_method="occlusion",
                      save_maps_every=2 if SMOKE else 10)
 monitor = TrainingMonitor.for_distillation()
 monitor.show(static=False)

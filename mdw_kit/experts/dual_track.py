@@ -88,7 +88,9 @@ class DualTrackConfig:
             the models memorise); ``"ema"``, an exponential moving average with ``loss_ema``;
             ``"last"``, this epoch's losses only.
         loss_ema: weight of the previous average in the ``"ema"`` average.
-        min_weight: floor of the per-pair weights in ``"weight"`` mode (0 keeps ``w`` as is).
+        min_weight: floor of the per-pair weights (0 keeps them as they are): in ``"weight"`` mode
+            of the peer's clean probabilities, in ``"select"`` mode the weight of the pairs not
+            kept (so they are still learned a little).
             Detection against expert quality (openmoji, 50% noise, 12 epochs, 3 seeds,
             ``benchmarks/results/dual_track{,_weight_floor}.json``): ``mode="weight",
             min_weight=0.1`` gives a consensus AUROC of 0.954 against 0.938 for the default
@@ -96,6 +98,12 @@ class DualTrackConfig:
             being excluded for good, but its experts score test R-sum 85.2 against 92.3, as they
             absorb some noise. The default keeps the better experts; use the floor when the
             noise report itself is the goal.
+        keep_fraction: ``"select"`` mode only. ``None`` keeps the pairs with ``p > threshold``;
+            a number in ``(0, 1]`` keeps that share of the pairs with the lowest noise score of
+            the peer (its averaged loss rank), whatever the mixture says; ``"auto"`` keeps the
+            share the peer's mixture estimates to be clean (the mean of its ``p``). The mixture's
+            posterior is steep, so ``p > 0.5`` keeps only about a third of the pairs at 50% noise
+            and leaves clean pairs without close relatives out for good.
         scoring: ``"global"``: each pair's loss against all pairs (:func:`global_pair_losses`);
             ``"batch"``: in fixed seeded mini-batches (:func:`~mdw_kit.train.per_pair_losses`).
         score_batch_size: chunk / mini-batch size of the scoring.
@@ -121,6 +129,7 @@ class DualTrackConfig:
     loss_average: str = "mean"
     loss_ema: float = 0.5
     min_weight: float = 0.0
+    keep_fraction: float | str | None = None
     scoring: str = "global"
     score_batch_size: int = 256
     eval_every: int = 1
@@ -144,6 +153,11 @@ class DualTrackConfig:
         if not 0.0 <= self.loss_ema < 1.0 or not 0.0 < self.threshold < 1.0:
             raise ValueError(f"DualTrackConfig needs 0 <= loss_ema < 1 and 0 < threshold < 1, got "
                              f"loss_ema={self.loss_ema}, threshold={self.threshold}")
+        if not 0.0 <= self.min_weight < 1.0:
+            raise ValueError(f"DualTrackConfig.min_weight must be in [0, 1), got {self.min_weight}")
+        kf = self.keep_fraction
+        if kf is not None and kf != "auto" and not (isinstance(kf, (int, float)) and 0.0 < kf <= 1.0):
+            raise ValueError(f"DualTrackConfig.keep_fraction must be None, 'auto' or in (0, 1], got {kf!r}")
         if self.seed_a == self.seed_b and self.num_tracks == 2:
             raise ValueError(f"tracks A and B need different seeds, both are {self.seed_a}")
 
@@ -290,16 +304,27 @@ def _make_track(name: str, model_fn: Callable[[int], nn.Module], cfg: DualTrackC
     return track
 
 
-def _peer_weights(p_peer: torch.Tensor, cfg: DualTrackConfig) -> torch.Tensor:
+def _keep_by_rank(rank: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The ``fraction`` of pairs with the lowest noise rank (ties broken by index)."""
+    k = max(1, min(len(rank), int(round(fraction * len(rank)))))
+    keep = torch.zeros(len(rank), dtype=torch.bool)
+    keep[torch.argsort(rank, stable=True)[:k]] = True
+    return keep
+
+
+def _peer_weights(p_peer: torch.Tensor, cfg: DualTrackConfig, rank_peer: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pair loss weights a track trains with, from its peer's clean probabilities.
 
     Select mode falls back to the soft weights (with a warning) when the peer keeps almost no
     pair (fewer than 2, or than 1% of them), which would stall training.
     """
+    if cfg.mode == "select" and cfg.keep_fraction is not None and rank_peer is not None:
+        frac = float(p_peer.float().mean()) if cfg.keep_fraction == "auto" else float(cfg.keep_fraction)
+        return _keep_by_rank(rank_peer, frac).float().clamp(min=cfg.min_weight)
     if cfg.mode == "select":
         keep = p_peer > cfg.threshold
         if int(keep.sum()) >= max(2, len(keep) // 100):
-            return keep.float()
+            return keep.float().clamp(min=cfg.min_weight)
         warnings.warn(f"select mode: the peer track calls only {int(keep.sum())} of {len(keep)} pairs clean "
                       f"(p > threshold={cfg.threshold}); training this epoch with the soft weights instead. "
                       "Lower the threshold or lengthen the warm-up.", stacklevel=3)
@@ -403,7 +428,7 @@ def _scored(epoch: int, cfg: DualTrackConfig) -> bool:
 
 def _score_tracks(tracks: list[_Track], epoch: int, images: torch.Tensor, text: torch.Tensor,
                   res: "DualTrackResult", current: dict[str, torch.Tensor],
-                  groups: torch.Tensor | None) -> dict[str, Any]:
+                  groups: torch.Tensor | None, current_rank: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Score every pair with every track; record losses, probabilities, mixture fits, detection."""
     cfg = res.config
     ranks: dict[str, torch.Tensor] = {}
@@ -412,6 +437,7 @@ def _score_tracks(tracks: list[_Track], epoch: int, images: torch.Tensor, text: 
             _score(tr, images, text, cfg, groups)
         res.p_clean[tr.name][epoch] = current[tr.name]
         res.noise_rank.setdefault(tr.name, {})[epoch] = ranks[tr.name]
+        current_rank[tr.name] = ranks[tr.name]
     info: dict[str, Any] = {"epoch": epoch, "p_clean": dict(current),
                             "losses": {t: res.losses[t][epoch] for t in current},
                             "gmm": {t: res.gmm[t][epoch] for t in current}}
@@ -465,6 +491,7 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
     res = DualTrackResult(cfg, {}, {}, {t: {} for t in cfg.tracks}, {t: {} for t in cfg.tracks},
                           losses={t: {} for t in cfg.tracks}, true_clean=clean)
     current: dict[str, torch.Tensor] = {}
+    current_rank: dict[str, torch.Tensor] = {}
     for epoch in progress(range(1, cfg.epochs + 1), desc="dual-track" if not cfg.naive else "naive",
                           total=cfg.epochs, enabled=None if cfg.progress else False):
         if epoch == cfg.warmup_epochs + 1 and cfg.lr_after_warmup != 1.0:
@@ -473,11 +500,12 @@ def train_dual_track(model_fn: Callable[[int], nn.Module], train_images: torch.T
                     g["lr"] *= cfg.lr_after_warmup
         for i, tr in enumerate(tracks):
             peer = tracks[(i + 1) % len(tracks)].name
-            w = None if cfg.naive or not current else _peer_weights(current[peer], cfg)
+            w = None if cfg.naive or not current else _peer_weights(current[peer], cfg, current_rank.get(peer))
             stats = _train_epoch(tr, epoch, train_images, train_text, w, val)
             if callback is not None:
                 callback(tr.name, epoch, tr.model, stats)
-        info = _score_tracks(tracks, epoch, train_images, train_text, res, current, groups) \
+        info = _score_tracks(tracks, epoch, train_images, train_text, res, current, groups,
+                             current_rank) \
             if _scored(epoch, cfg) else {"epoch": epoch}
         if epoch_callback is not None:
             epoch_callback(epoch, info)
