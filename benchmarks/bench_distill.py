@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budgets", type=int, nargs="+", help="budgets in pairs (default 100 200 500)")
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS, help="methods (default all)")
     p.add_argument("--iterations", type=int, help="distillation iterations (default 150; quick 60)")
+    p.add_argument("--syn-steps", type=int, help="student steps per distillation iteration (default 10)")
+    p.add_argument("--batch-syn", type=int, help="synthetic pairs per student step (default 50)")
+    p.add_argument("--max-start-epoch", type=int,
+                   help="expert start epochs are drawn below this (default min(5, expert epochs - 2))")
+    p.add_argument("--distill-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other DistillConfig field for the distilled methods, e.g. lr_img=0.005 (repeatable)")
     p.add_argument("--seeds", type=int, nargs="+", help="evaluation seeds (default 0 1 2)")
     p.add_argument("--eval-epochs", type=int, help="epochs on a distilled set / coreset (default 150)")
     p.add_argument("--expert-epochs", type=int, help="epochs per expert track (default 10)")
@@ -85,13 +91,15 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
         k, v = kv.split("=", 1)
         options[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false", "null") else v
     expert_epochs = args.expert_epochs or 10
+    distill = {"iterations": args.iterations or (60 if q else 150), "syn_steps": args.syn_steps or 10,
+               "expert_epochs": 2, "max_start_epoch": args.max_start_epoch or max(1, min(5, expert_epochs - 2)),
+               "batch_syn": args.batch_syn or 50}
     return {
         "source": args.source, "source_options": options, "encoder": args.encoder, "noise_seed": 0,
         "model": {"tower": "convnet3", "image_size": int(options["image_size"]), "embed_dim": 256,
                   "text_head": "linear"},
         "experts": {"epochs": expert_epochs, "warmup_epochs": 2, "num_runs": args.expert_runs or (1 if q else 2)},
-        "distill": {"iterations": args.iterations or (60 if q else 150), "syn_steps": 10, "expert_epochs": 2,
-                    "max_start_epoch": max(1, min(5, expert_epochs - 2)), "batch_syn": 50},
+        "distill": {**distill, **_key_values(args.distill_option, "--distill-option")},
         "eval": {"epochs": args.eval_epochs or 150, "eval_every": 10,
                  "full_epochs": 10 if q else 20},
         "seeds": args.seeds or [0, 1, 2],
@@ -99,6 +107,20 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
         "budgets": args.budgets or ([100] if q else [100, 200, 500]),
         "methods": args.methods or (QUICK_METHODS if q else ALL_METHODS),
     }
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict; values are parsed as JSON where they can be."""
+    out: dict[str, Any] = {}
+    for kv in items:
+        if "=" not in kv:
+            raise SystemExit(f"{flag} takes KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
 
 
 def short_hash(obj: Any) -> str:
