@@ -1,4 +1,4 @@
-"""Does distillation improve on its starting pairs? One distilled set, four evaluations.
+"""Does distillation improve on its starting pairs? One distilled set, several evaluations.
 
 Reads the distilled set of a finished ``bench_distill.py`` cell (same settings, so run that
 first) and trains fresh models (3 seeds, epoch chosen on val) on:
@@ -9,7 +9,9 @@ first) and trains fresh models (3 seeds, epoch chosen on val) on:
   coresets' optimiser (Adam 1e-3), with ``P~`` / identity targets;
 - ``start_distilled_protocol``: the real pairs the distillation started from, trained exactly as
   the distilled set is (its learned rates and ``P~``): what the learning of pixels and texts adds;
-- ``start_adam_identity``: the same real pairs as a coreset (Adam, identity targets).
+- ``start_adam_identity``: the same real pairs as a coreset (Adam, identity targets);
+- ``learned_images_start_texts`` / ``start_images_learned_texts``: one modality learned, the
+  other as it started, both with the distilled protocol: which modality's learning helps or hurts.
 
 Usage::
 
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="mdw")
     p.add_argument("--grouping", default=None, help="openmoji grouping (default: the source's, strict)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rows", nargs="+", default=None, help="evaluate only these rows (default: all)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -68,11 +71,23 @@ def main(argv: list[str] | None = None) -> int:
         start.images.copy_(to_pixels(images[idx]))
         start.text.copy_(text[idx].float())
     ecfg = EvalConfig.from_dict(settings["eval"])
+    images_only = copy.deepcopy(syn)  # learned pixels, starting texts
+    texts_only = copy.deepcopy(syn)  # starting pixels, learned texts
+    with torch.no_grad():
+        images_only.text.copy_(text[idx].float())
+        texts_only.images.copy_(to_pixels(images[idx]))
     runs = {"distilled": (syn, {}),
             "distilled_adam_soft": (syn, {"use_learned_lr": False}),
             "distilled_adam_identity": (syn, {"use_learned_lr": False, "use_soft_targets": False}),
             "start_distilled_protocol": (start, {}),
-            "start_adam_identity": ((images[idx], text[idx]), {})}
+            "start_adam_identity": ((images[idx], text[idx]), {}),
+            "learned_images_start_texts": (images_only, {}),
+            "start_images_learned_texts": (texts_only, {})}
+    unknown = sorted(set(args.rows or []) - set(runs))
+    if unknown:
+        raise SystemExit(f"unknown --rows {unknown}; choose from {sorted(runs)}")
+    if args.rows:
+        runs = {k: v for k, v in runs.items() if k in args.rows}
     rows, t0 = {}, time.perf_counter()
     for name, (obj, over) in runs.items():
         r = evaluate_distilled(obj, mc, data.val_split(), data.test_split(), settings["seeds"],

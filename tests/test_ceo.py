@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdw_kit.data import load_source
-from mdw_kit.distill.ceo import modulate_pixel_grad, peak_in_boxes, region_maps
+from mdw_kit.distill.ceo import gaussian_blur, modulate_pixel_grad, peak_in_boxes, region_maps
 from mdw_kit.distill.distiller import DistillConfig, Distiller
 from mdw_kit.distill.matching import match_loss, sample_batches
 from mdw_kit.models import build_model
@@ -222,3 +222,23 @@ def _box_mask(objs: list[dict], size: int = 32) -> torch.Tensor:
         x0, y0, x1, y1 = o["box"]
         z[y0:y1, x0:x1] = 1
     return z
+
+
+def test_pixel_grad_blur_makes_the_pixel_step_smooth():
+    def roughness(step):  # mean absolute difference between horizontal neighbours, per unit step
+        return float((step[..., 1:] - step[..., :-1]).abs().mean() / step.abs().mean())
+    opts = dict(clamp_pixels=False)
+    d0, before0, _ = _one_step(0.0, **opts)
+    d1, before1, _ = _one_step(0.0, pixel_grad_blur=1.0, **opts)
+    assert torch.equal(before0, before1)
+    plain, blurred = d0.syn.images.detach() - before0, d1.syn.images.detach() - before1
+    assert roughness(blurred) < 0.5 * roughness(plain)
+    # the mean pixel step stays lr_img (normalize_pixel_grad comes after the blur)
+    assert abs(float(blurred.abs().mean()) - d1.cfg.lr_img) < 1e-6
+
+
+def test_gaussian_blur_keeps_constants_and_mass():
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(gaussian_blur(torch.full((1, 1, 5, 5), 0.7), 2.0), torch.full((1, 1, 5, 5), 0.7))
+    assert gaussian_blur(x, 0.0) is x
+    assert torch.allclose(gaussian_blur(x, 1.0).mean(), x.mean(), atol=0.02)

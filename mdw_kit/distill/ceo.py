@@ -239,6 +239,27 @@ def modulate_pixel_grad(grad: torch.Tensor, maps: torch.Tensor, beta: float,
     return torch.where((after > 0).view(-1, 1, 1, 1), out, grad)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (sd ``sigma`` pixels, replicate padding) of ``[N, C, H, W]`` tensors.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 9, 9); x[0, 0, 4, 4] = 1
+        >>> y = gaussian_blur(x, 1.0)
+        >>> round(float(y.sum()), 4), bool(y[0, 0, 4, 4] < 1)
+        (1.0, True)
+    """
+    if sigma <= 0:
+        return x
+    r = max(1, int(3 * sigma))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    n, c, h, w = x.shape
+    y = x.reshape(n * c, 1, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return y.reshape(n, c, h, w)
+
+
 def peak_in_boxes(maps: torch.Tensor, boxes: Sequence[Sequence[dict[str, Any]]],
                   image_size: int | None = None) -> torch.Tensor:
     """Pointing game: for each map, whether its peak falls inside one of the image's object boxes.

@@ -52,7 +52,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from mdw_kit.distill.ceo import DEFAULT_CLIP, modulate_pixel_grad, region_maps
+from mdw_kit.distill.ceo import DEFAULT_CLIP, gaussian_blur, modulate_pixel_grad, region_maps
 from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
 from mdw_kit.distill.matching import MODES, calibrate_lr, match_loss, sample_batches, tower_groups
 from mdw_kit.distill.synthetic import LR_GROUPS, DistilledSet
@@ -92,6 +92,8 @@ class DistillConfig:
         init, clean_threshold: stage-2 selection method and clean-probability threshold.
         clamp_pixels: clamp images to ``[0, 1]`` after each step.
         normalize_pixel_grad: scale-free pixel steps (see ``lr_img``).
+        pixel_grad_blur: Gaussian blur (sd in pixels) of the pixel gradient before the step, so
+            the pixels change in smooth patches instead of high-frequency patterns (0 = off).
         seed: seeds initial selection, sampling and batches.
         checkpoint_every, save_maps_every: intervals (iterations); 0 disables.
         max_recoveries: how many NaN recoveries before giving up.
@@ -127,6 +129,7 @@ class DistillConfig:
     clean_threshold: float = 0.5
     clamp_pixels: bool = True
     normalize_pixel_grad: bool = True
+    pixel_grad_blur: float = 0.0
     seed: int = 0
     checkpoint_every: int = 50
     save_maps_every: int = 50
@@ -384,6 +387,8 @@ class Distiller:
         if self.cfg.ceo_beta > 0:
             syn.images.grad = modulate_pixel_grad(syn.images.grad, self.ceo_maps.to(syn.images.device),
                                                   self.cfg.ceo_beta, self.cfg.ceo_clip)
+        if self.cfg.pixel_grad_blur > 0:
+            syn.images.grad = gaussian_blur(syn.images.grad, self.cfg.pixel_grad_blur)
         if self.cfg.normalize_pixel_grad:
             syn.images.grad /= syn.images.grad.abs().mean().clamp_min(1e-30)
         before = syn.images.detach().clone()
