@@ -138,7 +138,8 @@ def register(sub, add_data_args, add_model_args) -> None:
     p.add_argument("--buffer", default=None, help="dual-track buffer folder (from mdw buffer)")
     p.add_argument("--naive-buffer", default=None, help="naive buffer folder (mdw buffer --naive)")
     p.add_argument("--iterations", type=int, default=200)
-    p.add_argument("--distill-config", default=None, help="JSON of DistillConfig overrides")
+    p.add_argument("--distill-config", default=None, help="JSON of DistillConfig overrides, e.g. "
+                   "'{\"ceo_method\": \"occlusion\"}' for region maps that stay on the objects at 32 px")
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=None)
@@ -171,4 +172,5 @@ def _expert_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--expert-epochs", type=int, default=12)
     g.add_argument("--naive", action="store_true", help="plain training on all pairs (naive experts)")
     g.add_argument("--dual-config", default=None, help="JSON of DualTrackConfig overrides, e.g. "
-                   "'{\"mode\": \"weight\", \"min_weight\": 0.1}' for sharper detection (weaker experts)")
+                   "'{\"mode\": \"weight\", \"min_weight\": 0.1}' for sharper detection (weaker experts), "
+                   "'{\"keep_fraction\": 0.45}' to keep a fixed share of the pairs instead of p > 0.5")

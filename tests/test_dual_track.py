@@ -147,7 +147,7 @@ def test_callbacks_and_determinism(noisy_shapes):
     (dict(seed_a=3, seed_b=3), "different seeds"), (dict(loss_ema=1.0), "loss_ema"),
     (dict(loss_average="median"), "loss_average"), (dict(scoring="random"), "scoring"),
     (dict(keep_fraction=1.5), "keep_fraction"), (dict(keep_fraction="half"), "keep_fraction"),
-    (dict(min_weight=1.0), "min_weight")])
+    (dict(min_weight=1.0), "min_weight"), (dict(keep_fraction=0.5, mode="weight"), "keep_fraction")])
 def test_config_errors_name_the_field(bad, match):
     with pytest.raises(ValueError, match=match):
         DualTrackConfig(**bad)

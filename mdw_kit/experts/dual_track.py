@@ -158,6 +158,8 @@ class DualTrackConfig:
         kf = self.keep_fraction
         if kf is not None and kf != "auto" and not (isinstance(kf, (int, float)) and 0.0 < kf <= 1.0):
             raise ValueError(f"DualTrackConfig.keep_fraction must be None, 'auto' or in (0, 1], got {kf!r}")
+        if kf is not None and self.mode != "select":
+            raise ValueError(f"DualTrackConfig.keep_fraction applies to mode='select' only, got mode={self.mode!r}")
         if self.seed_a == self.seed_b and self.num_tracks == 2:
             raise ValueError(f"tracks A and B need different seeds, both are {self.seed_a}")
 
