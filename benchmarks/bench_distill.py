@@ -91,6 +91,11 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
         k, v = kv.split("=", 1)
         options[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false", "null") else v
     expert_epochs = args.expert_epochs or 10
+    if args.distill_option:
+        from mdw_kit.cli import parse_options  # imports torch: only when the flag is used
+        extra = parse_options(args.distill_option, "--distill-option")
+    else:
+        extra = {}
     distill = {"iterations": args.iterations or (60 if q else 150), "syn_steps": args.syn_steps or 10,
                "expert_epochs": 2, "max_start_epoch": args.max_start_epoch or max(1, min(5, expert_epochs - 2)),
                "batch_syn": args.batch_syn or 50}
@@ -99,7 +104,7 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
         "model": {"tower": "convnet3", "image_size": int(options["image_size"]), "embed_dim": 256,
                   "text_head": "linear"},
         "experts": {"epochs": expert_epochs, "warmup_epochs": 2, "num_runs": args.expert_runs or (1 if q else 2)},
-        "distill": {**distill, **_key_values(args.distill_option, "--distill-option")},
+        "distill": {**distill, **extra},
         "eval": {"epochs": args.eval_epochs or 150, "eval_every": 10,
                  "full_epochs": 10 if q else 20},
         "seeds": args.seeds or [0, 1, 2],
@@ -107,20 +112,6 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
         "budgets": args.budgets or ([100] if q else [100, 200, 500]),
         "methods": args.methods or (QUICK_METHODS if q else ALL_METHODS),
     }
-
-
-def _key_values(items: list[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as a dict; values are parsed as JSON where they can be."""
-    out: dict[str, Any] = {}
-    for kv in items:
-        if "=" not in kv:
-            raise SystemExit(f"{flag} takes KEY=VALUE, got {kv!r}")
-        k, v = kv.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
 
 
 def short_hash(obj: Any) -> str:

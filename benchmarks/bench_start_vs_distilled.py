@@ -66,32 +66,37 @@ def main(argv: list[str] | None = None) -> int:
     images, text = train_pairs(data)
     syn = DistilledSet.load(art)
     idx = torch.as_tensor(syn.init_indices)
-    start = copy.deepcopy(syn)  # the learned P~ and rates, with the starting pixels and texts
-    with torch.no_grad():
-        start.images.copy_(to_pixels(images[idx]))
-        start.text.copy_(text[idx].float())
+    start_pixels, start_text = to_pixels(images[idx]), text[idx].float()
+
+    def with_start(pixels: bool, texts: bool) -> DistilledSet:
+        """A copy of the set (its learned P~ and rates) with its starting pixels and / or texts."""
+        out = copy.deepcopy(syn)
+        with torch.no_grad():
+            if pixels:
+                out.images.copy_(start_pixels)
+            if texts:
+                out.text.copy_(start_text)
+        return out
+
     ecfg = EvalConfig.from_dict(settings["eval"])
-    images_only = copy.deepcopy(syn)  # learned pixels, starting texts
-    texts_only = copy.deepcopy(syn)  # starting pixels, learned texts
-    with torch.no_grad():
-        images_only.text.copy_(text[idx].float())
-        texts_only.images.copy_(to_pixels(images[idx]))
-    runs = {"distilled": (syn, {}),
-            "distilled_adam_soft": (syn, {"use_learned_lr": False}),
-            "distilled_adam_identity": (syn, {"use_learned_lr": False, "use_soft_targets": False}),
-            "start_distilled_protocol": (start, {}),
-            "start_adam_identity": ((images[idx], text[idx]), {}),
-            "learned_images_start_texts": (images_only, {}),
-            "start_images_learned_texts": (texts_only, {})}
+    runs = {"distilled": lambda: syn,
+            "distilled_adam_soft": lambda: syn,
+            "distilled_adam_identity": lambda: syn,
+            "start_distilled_protocol": lambda: with_start(True, True),
+            "start_adam_identity": lambda: (images[idx], text[idx]),
+            "learned_images_start_texts": lambda: with_start(False, True),
+            "start_images_learned_texts": lambda: with_start(True, False)}
+    overrides = {"distilled_adam_soft": {"use_learned_lr": False},
+                 "distilled_adam_identity": {"use_learned_lr": False, "use_soft_targets": False}}
     unknown = sorted(set(args.rows or []) - set(runs))
     if unknown:
         raise SystemExit(f"unknown --rows {unknown}; choose from {sorted(runs)}")
     if args.rows:
         runs = {k: v for k, v in runs.items() if k in args.rows}
     rows, t0 = {}, time.perf_counter()
-    for name, (obj, over) in runs.items():
-        r = evaluate_distilled(obj, mc, data.val_split(), data.test_split(), settings["seeds"],
-                               cfg=replace(ecfg, **over))
+    for name, make in runs.items():
+        r = evaluate_distilled(make(), mc, data.val_split(), data.test_split(), settings["seeds"],
+                               cfg=replace(ecfg, **overrides.get(name, {})))
         rows[name] = {"R-sum": round(r["mean"]["R-sum"], 2), "sd": round(r["sd"]["R-sum"], 2),
                       "best_epochs": r["best_epochs"], "trainer": r["trainer"], "test": r["mean"]}
         print(f"{name:26s} R-sum {rows[name]['R-sum']:6.1f} ± {rows[name]['sd']:.1f}", flush=True)

@@ -16,12 +16,12 @@ from .runs import RunDir
 
 
 # ------------------------------------------------------------------ helpers
-def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
+def parse_options(pairs: list[str] | None, flag: str = "--option") -> dict[str, Any]:
     """``["num_images=100", "image_size=32"]`` -> dict with JSON-decoded values where possible."""
     out: dict[str, Any] = {}
     for p in pairs or []:
         if "=" not in p:
-            raise SystemExit(f"error: --option expects KEY=VALUE, got {p!r}")
+            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {p!r}")
         k, v = p.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -51,7 +51,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _bundle(args):
     from .pipeline import prepare_data
-    return prepare_data(args.source, args.noise, args.noise_seed, _parse_options(args.option), args.encoder)
+    return prepare_data(args.source, args.noise, args.noise_seed, parse_options(args.option), args.encoder)
 
 
 def _model_cfg(args, bundle):
