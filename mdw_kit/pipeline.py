@@ -198,7 +198,8 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
             **({"lr_init": 0.01} if cfg.quick else {}), **cfg.distill_overrides}
     dist_cfg = spec.distill_config(cfg.budget, over)
     dist = Distiller(dist_cfg, buf, mcfg, data.train.pair_pixels(), data.train_text,
-                     p_clean=buf.consensus_p_clean, run_dir=_P(run.path) / "distill")
+                     p_clean=buf.consensus_p_clean, run_dir=_P(run.path) / "distill",
+                     val=data.val_split() if dist_cfg.select_every else None)
     syn = dist.run()
     run.write_json("distill/history.json", dist.history)
 

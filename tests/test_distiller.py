@@ -47,10 +47,10 @@ def tiny_config(**kw) -> DistillConfig:
     return DistillConfig(**{**base, **kw})
 
 
-def tiny_distiller(run_dir=None, callback=None, **kw) -> Distiller:
+def tiny_distiller(run_dir=None, callback=None, val=None, **kw) -> Distiller:
     model = tiny_model()
     return Distiller(tiny_config(**kw), random_walks(model), model, *tiny_data(), run_dir=run_dir,
-                     callback=callback)
+                     callback=callback, val=val)
 
 
 def bow_embed(captions: list[str], dim: int = 64) -> torch.Tensor:
@@ -292,3 +292,88 @@ def test_constant_memory_mode_and_other_correspondences_run(corr):
     d = tiny_distiller(corr=corr, corr_rank=2, mode="constant_memory", iterations=2)
     syn = d.run()
     assert syn.corr.kind == corr and len(d.history) == 2 and d.history[-1]["event"] is None
+
+
+# ------------------------------------------------------------------ selection on validation
+def scripted_val(monkeypatch, scores: dict[int, float]) -> list[int]:
+    """Replace the fresh-model validation by a table ``iteration -> R-sum``; returns the calls."""
+    calls = []
+
+    def fake(self):
+        calls.append(self.iteration)
+        return scores[self.iteration]
+
+    monkeypatch.setattr(Distiller, "validation_rsum", fake)
+    return calls
+
+
+def test_selection_returns_the_set_of_the_best_validation_check(monkeypatch, tmp_path):
+    calls = scripted_val(monkeypatch, {0: 10.0, 2: 30.0, 4: 20.0, 6: 30.0})
+    states = {}
+    d = tiny_distiller(run_dir=tmp_path, select_every=2, save_maps_every=2, val=("unused",),
+                       callback=lambda it, s: states.update({it: {k: v.clone() for k, v in d.syn.state_dict().items()}}))
+    syn = d.run()
+    assert calls == [0, 2, 4, 6]
+    sel = syn.meta["selection"]
+    assert sel["best_iteration"] == 2 and sel["best_val_rsum"] == 30.0  # earliest of the tie with 6
+    assert sel["val_rsum_by_iteration"] == [[0, 10.0], [2, 30.0], [4, 20.0], [6, 30.0]]
+    assert all(torch.equal(v, states[2][k]) for k, v in syn.state_dict().items())
+    assert not torch.equal(syn.images, states[6]["images"])
+    assert [it for it, _ in syn.map_history] == [0, 2]  # maps of the returned images come last
+    assert d.summary()["selected_iteration"] == 2
+    assert [h.get("val/R-sum") for h in d.history] == [None, 30.0, None, 20.0, None, 30.0]
+    back = DistilledSet.load(tmp_path / "artifacts" / "distilled")
+    assert same_state(back, syn) and back.meta["selection"]["best_iteration"] == 2
+
+
+def test_selection_can_return_the_starting_pairs(monkeypatch):
+    scripted_val(monkeypatch, {0: 50.0, 3: 40.0, 6: 45.0})
+    d = tiny_distiller(select_every=3, val=("unused",))
+    d.initialise()
+    start = d.syn.images.detach().clone()
+    d.syn = None
+    syn = d.run()
+    assert syn.meta["selection"]["best_iteration"] == 0
+    assert torch.equal(syn.images.detach(), start)
+
+
+def test_selection_survives_a_kill_and_resume(monkeypatch, tmp_path):
+    table = {0: 1.0, 2: 5.0, 4: 3.0, 6: 4.0}
+    scripted_val(monkeypatch, table)
+    full = tiny_distiller(run_dir=tmp_path / "full", select_every=2, val=("unused",)).run()
+
+    def kill(it, stats):
+        if it == 5:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_distiller(run_dir=tmp_path / "cut", select_every=2, val=("unused",), callback=kill).run()
+    calls = scripted_val(monkeypatch, table)
+    syn = tiny_distiller(run_dir=tmp_path / "cut", select_every=2, val=("unused",)).run()
+    assert calls == [6]  # checks 0, 2, 4 came back with the checkpoint of iteration 4
+    assert syn.meta["selection"]["best_iteration"] == 2 and same_state(syn, full)
+
+
+def test_selection_needs_validation_data_and_sane_settings():
+    with pytest.raises(ValueError, match="val="):
+        tiny_distiller(select_every=2)
+    with pytest.raises(ValueError, match="select_every"):
+        DistillConfig(select_every=-1)
+    with pytest.raises(ValueError, match="select_epochs"):
+        DistillConfig(select_epochs=0)
+
+
+def test_selection_trains_fresh_models_on_real_validation_data():
+    ds = load_source("shapes", num_images=60, image_size=32, seed=0)
+    train, val = ds.split("train"), ds.split("val")
+    x, t = train.pair_pixels(), bow_embed(train.captions)
+    model = build_model("convnet3", text_dim=64, image_size=32, embed_dim=32, width=8)
+    cfg = DistillConfig(num_pairs=8, iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=1, batch_syn=4,
+                        lr_init=0.01, ceo_beta=0.0, device="cpu", progress=False, save_maps_every=0,
+                        select_every=2, select_epochs=2)
+    d = Distiller(cfg, random_walks(model, n=1, epochs=2), model, x, t, val=(val, bow_embed(val.captions)))
+    syn = d.run()
+    scores = syn.meta["selection"]["val_rsum_by_iteration"]
+    assert [it for it, _ in scores] == [0, 2]
+    assert all(0.0 <= r <= 600.0 for _, r in scores)
+    assert syn.meta["selection"]["best_val_rsum"] == max(r for _, r in scores)

@@ -303,7 +303,8 @@ def _run_distill(spec: MethodSpec, data: Any, dcfg: DistillConfig, ctx: dict[str
     run_dir = ctx["run_dir"]
     cls = Distiller if spec.learn_lr else FixedRateDistiller
     dist = cls(dcfg, buf, ctx["model_cfg"], images, text, p_clean=p_init,
-               run_dir=None if run_dir is None else RunDir(Path(run_dir) / "distill"))
+               run_dir=None if run_dir is None else RunDir(Path(run_dir) / "distill"),
+               val=data.val_split() if dcfg.select_every else None)
     t0 = time.perf_counter()
     syn = dist.run()
     wall = time.perf_counter() - t0
@@ -394,7 +395,11 @@ def _result_relevant(dcfg: DistillConfig | None) -> dict[str, Any] | None:
     if dcfg is None:
         return None
     from mdw_kit.distill.distiller import RESUMABLE_CHANGES
-    return {k: v for k, v in dcfg.to_dict().items() if k not in RESUMABLE_CHANGES or k == "iterations"}
+    d = {k: v for k, v in dcfg.to_dict().items() if k not in RESUMABLE_CHANGES or k == "iterations"}
+    if not dcfg.select_every:  # selection off: its settings change nothing (and old keys stay valid)
+        for k in ("select_every", "select_epochs", "select_seeds"):
+            d.pop(k)
+    return d
 
 
 def _cached(run_dir: str | Path | None, key: str) -> dict[str, Any] | None:
