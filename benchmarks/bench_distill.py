@@ -183,8 +183,7 @@ def child_cell(root: Path, settings: dict[str, Any], noise: float, method: str, 
     data = load_data(settings, noise)
     buffers = ensure_buffers(root, settings, noise, data)
     d = cell_dir(root, settings, noise, method, budget)
-    distill = dict(settings["distill"], progress=False, checkpoint_every=25)
-    r = run_method(method, data, budget, buffers, distill=distill, eval_cfg=settings["eval"],
+    r = run_method(method, data, budget, buffers, distill=cell_distill_options(settings), eval_cfg=settings["eval"],
                    seeds=settings["seeds"], run_dir=d, model_cfg=model_config(settings, data))
     print(f"{method} M={budget} noise={noise:g}: R-sum {r['mean']['R-sum']:.1f} +- {r['sd']['R-sum']:.1f}",
           flush=True)
@@ -293,31 +292,64 @@ def cells(settings: dict[str, Any]) -> list[tuple[float, str, int | None]]:
     return out
 
 
-def retire_stale_cell(d: Path, method: str) -> Path | None:
+def cell_distill_options(settings: dict[str, Any]) -> dict[str, Any]:
+    """The DistillConfig overrides a cell runs with (the settings' plus quiet, frequent checkpoints)."""
+    return dict(settings["distill"], progress=False, checkpoint_every=25)
+
+
+def stale_distill_config(old: dict[str, Any] | None, method: str, budget: int | None,
+                         distill: dict[str, Any] | None) -> bool:
+    """Whether a stored distillation config differs from what ``method`` would run with now.
+
+    Only the settings that change a result count (``_result_relevant``); a field the stored
+    config lacks (added to DistillConfig since) counts as its default. So a changed default
+    of DistillConfig retires the cells made with the old one, and a new field at its default
+    retires nothing.
+    """
+    from mdw_kit.distill.distiller import DistillConfig
+    from mdw_kit.distill.methods import METHODS, _result_relevant
+    spec = METHODS[method]
+    if spec.kind != "distill" or old is None or distill is None or budget is None:
+        return False
+    now = _result_relevant(spec.distill_config(budget, distill))
+    defaults = DistillConfig().to_dict()
+    return any(json.dumps(old.get(k, defaults.get(k))) != json.dumps(v) for k, v in now.items())
+
+
+def retire_stale_cell(d: Path, method: str, budget: int | None = None,
+                      distill: dict[str, Any] | None = None) -> Path | None:
     """Move a cell aside when its result was made by another definition of ``method``.
 
-    The cell folder's name hashes the settings, not the method's switches, so a method whose
-    definition changed (say its default start) would otherwise be read from the old result.
-    The old folder is kept beside it as ``<name>-stale-<hash of its spec>``; nothing is deleted.
+    The cell folder's name hashes the settings, not the method's switches or the library's
+    defaults, so a method whose definition changed (say its default start), or a distillation
+    default that changed, would otherwise be read from the old result. With ``distill`` (the
+    cell's DistillConfig overrides) and ``budget``, the stored distillation config is checked
+    too (:func:`stale_distill_config`). The old folder is kept beside it as
+    ``<name>-stale-<hash>``; nothing is deleted.
     """
     from mdw_kit.distill.methods import METHODS, MethodSpec
     from mdw_kit.runs import read_json
     f = d / "result.json"
     if not f.exists():
         return None
-    old_spec = read_json(f).get("spec") or {}
+    old = read_json(f)
+    old_spec = old.get("spec") or {}
     try:
         old_fields = MethodSpec(**old_spec).result_fields()
     except (TypeError, ValueError):  # a spec this version cannot read: treat it as another definition
         old_fields = None
+    old_config = (old.get("distill") or {}).get("config")
     if old_fields == METHODS[method].result_fields():
-        return None
-    dest = d.with_name(f"{d.name}-stale-{short_hash(old_spec)}")
+        if not stale_distill_config(old_config, method, budget, distill):
+            return None
+        why, tag = "other distillation settings", short_hash({"spec": old_spec, "config": old_config})
+    else:
+        why, tag = f"another definition of {method!r}", short_hash(old_spec)
+    dest = d.with_name(f"{d.name}-stale-{tag}")
     if dest.exists():
-        raise FileExistsError(f"{d}: its result is from another definition of {method!r}, and {dest} "
-                              "already exists; move one of them away")
+        raise FileExistsError(f"{d}: its result is from {why}, and {dest} already exists; move one of them away")
     d.rename(dest)
-    print(f"cell {d.name}: made by another definition of {method!r}; moved to {dest.name}", flush=True)
+    print(f"cell {d.name}: made by {why}; moved to {dest.name}", flush=True)
     return dest
 
 
@@ -331,7 +363,7 @@ def run_all(root: Path, settings: dict[str, Any], args: argparse.Namespace) -> l
             ensure_buffers(root, settings, noise)
         for _, method, budget in todo:
             d = cell_dir(root, settings, noise, method, budget)
-            retire_stale_cell(d, method)
+            retire_stale_cell(d, method, budget, cell_distill_options(settings))
             if not (d / "result.json").exists():
                 t0 = time.perf_counter()
                 print(f"cell noise={noise:g} {method} M={budget} ...", flush=True)

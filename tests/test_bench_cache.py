@@ -48,3 +48,37 @@ def test_a_result_of_another_definition_is_moved_aside(bench, tmp_path):
 def test_distillation_switches_do_not_matter_to_a_coreset(bench, tmp_path):
     d = _cell(tmp_path, replace(METHODS["random"], init="clean_kcenter", ceo_beta=0.0))
     assert bench.retire_stale_cell(d, "random") is None
+
+
+def _distill_cell(tmp_path: Path, config: dict) -> Path:
+    d = tmp_path / "mdw-M100-def"
+    d.mkdir()
+    (d / "result.json").write_text(json.dumps({"method": "mdw", "spec": asdict(METHODS["mdw"]),
+                                               "distill": {"config": config}, "mean": {"R-sum": 1.0}}))
+    return d
+
+
+def _config_now(overrides: dict) -> dict:
+    return METHODS["mdw"].distill_config(100, overrides).to_dict()
+
+
+def test_a_result_of_the_current_distillation_settings_stays(bench, tmp_path):
+    overrides = {"iterations": 10, "progress": False}
+    d = _distill_cell(tmp_path, _config_now(overrides))
+    assert bench.retire_stale_cell(d, "mdw", 100, overrides) is None
+    old = {k: v for k, v in _config_now(overrides).items() if k != "pixel_grad_blur"}  # made before the field
+    d.rename(tmp_path / "kept")
+    d = _distill_cell(tmp_path, old)
+    assert bench.retire_stale_cell(d, "mdw", 100, overrides) is None
+    assert bench.retire_stale_cell(d, "mdw", 100, dict(overrides, checkpoint_every=3)) is None  # no effect on results
+
+
+def test_a_result_of_other_distillation_settings_is_moved_aside(bench, tmp_path):
+    overrides = {"iterations": 10, "select_every": 5}
+    made = dict(_config_now(overrides), select_epochs=50)  # made under an older default
+    d = _distill_cell(tmp_path, made)
+    dest = bench.retire_stale_cell(d, "mdw", 100, overrides)
+    assert dest is not None and not d.exists() and (dest / "result.json").exists()
+    assert json.loads((dest / "result.json").read_text())["distill"]["config"]["select_epochs"] == 50
+    d = _distill_cell(tmp_path, _config_now({"iterations": 10}))
+    assert bench.retire_stale_cell(d, "mdw", 100, {"iterations": 20}) is not None
