@@ -139,7 +139,8 @@ def register(sub, add_data_args, add_model_args) -> None:
     p.add_argument("--naive-buffer", default=None, help="naive buffer folder (mdw buffer --naive)")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--distill-config", default=None, help="JSON of DistillConfig overrides, e.g. "
-                   "'{\"ceo_method\": \"occlusion\"}' for region maps that stay on the objects at 32 px")
+                   "'{\"ceo_method\": \"occlusion\"}' for region maps that stay on the objects at 32 px, or "
+                   "'{\"select_every\": 50}' to return the set (the start included) that validates best")
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=None)

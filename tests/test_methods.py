@@ -1,6 +1,7 @@
 """Every method switch runs end to end on tiny data and returns the expected keys."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import fields
 
@@ -157,3 +158,18 @@ def test_spec_fields_are_documented():
     for f in fields(MethodSpec):
         if f.name in ("experts", "corr", "ceo_beta", "init", "learn_lr"):
             assert f"``{f.name}``" in doc
+
+
+def test_selection_on_validation_runs_through_run_method(setup, tmp_path):
+    data, mc, buffers = setup
+    r = run_method("mdw", data, BUDGET, buffers, distill=dict(DISTILL, select_every=1, select_epochs=2),
+                   eval_cfg=EVAL, seeds=(0,), run_dir=tmp_path)
+    summary = r["distill"]["summary"]
+    assert [it for it, _ in summary["val_rsum_by_iteration"]] == [0, 1, 2]
+    assert summary["selected_iteration"] in (0, 1, 2)
+    assert r["distilled_set"].meta["selection"]["best_iteration"] == summary["selected_iteration"]
+    metrics = json.loads((tmp_path / "distill" / "metrics.json").read_text())
+    assert metrics["distill"]["selected_iteration"] == summary["selected_iteration"]
+    with_sel = run_method("mdw", data, BUDGET, buffers, distill=dict(DISTILL, select_every=1, select_epochs=3),
+                          eval_cfg=EVAL, seeds=(0,))
+    assert with_sel["key"] != r["key"]  # selection settings are part of the result's identity
