@@ -1,7 +1,8 @@
 """Does distillation improve on its starting pairs? One distilled set, several evaluations.
 
 Reads the distilled set of a finished ``bench_distill.py`` cell (same settings, so run that
-first) and trains fresh models (3 seeds, epoch chosen on val) on:
+first) and trains fresh models (3 seeds, epoch chosen on val) on the following sets, reporting
+test R-sum and the validation R-sum of the chosen epochs:
 
 - ``distilled``: the distilled set with the protocol of the benchmark (SGD with its learned rates
   and momentum, soft targets ``P~``);
@@ -98,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluate_distilled(make(), mc, data.val_split(), data.test_split(), settings["seeds"],
                                cfg=replace(ecfg, **overrides.get(name, {})))
         rows[name] = {"R-sum": round(r["mean"]["R-sum"], 2), "sd": round(r["sd"]["R-sum"], 2),
+                      "val_R-sum": round(r["val_mean"]["R-sum"], 2),
                       "best_epochs": r["best_epochs"], "trainer": r["trainer"], "test": r["mean"]}
-        print(f"{name:26s} R-sum {rows[name]['R-sum']:6.1f} ± {rows[name]['sd']:.1f}", flush=True)
+        print(f"{name:26s} R-sum {rows[name]['R-sum']:6.1f} ± {rows[name]['sd']:.1f} "
+              f"(val {rows[name]['val_R-sum']:.1f})", flush=True)
     suffix = f"_{args.grouping}" if args.grouping else ""
     out = args.out or ROOT / "benchmarks" / "results" / f"start_vs_distilled_{args.method}_M{args.budget}{suffix}.json"
     out.write_text(json.dumps({
