@@ -377,3 +377,28 @@ def test_selection_trains_fresh_models_on_real_validation_data():
     assert [it for it, _ in scores] == [0, 2]
     assert all(0.0 <= r <= 600.0 for _, r in scores)
     assert syn.meta["selection"]["best_val_rsum"] == max(r for _, r in scores)
+
+
+def test_selection_can_keep_the_learned_rates_on_the_starting_pairs(monkeypatch):
+    start = {}
+
+    def fake(self):
+        if not start:  # the first check is the start
+            start.update(images=self.syn.images.detach().clone(), text=self.syn.text.detach().clone())
+        on_start = torch.equal(self.syn.images, start["images"]) and torch.equal(self.syn.text, start["text"])
+        return {0: 10.0, 3: 20.0, 6: 15.0}[self.iteration] + (10.0 + self.iteration if on_start and self.iteration else 0)
+
+    monkeypatch.setattr(Distiller, "validation_rsum", fake)
+    states = {}
+    d = tiny_distiller(select_every=3, select_start_pairs=True, val=("unused",),
+                       callback=lambda it, s: states.update({it: {k: v.clone() for k, v in d.syn.state_dict().items()}}))
+    syn = d.run()
+    sel = syn.meta["selection"]
+    assert sel["val_rsum_by_iteration"] == [[0, 10.0], [3, 20.0], [6, 15.0]]
+    assert sel["start_pairs_val_rsum_by_iteration"] == [[3, 33.0], [6, 31.0]]
+    assert sel["best_iteration"] == 3 and sel["best_kind"] == "start_pairs"
+    assert torch.equal(syn.images.detach(), start["images"]) and torch.equal(syn.text.detach(), start["text"])
+    for k in ("log_lr",) + tuple(k for k in states[3] if k.startswith("corr.")):
+        assert torch.equal(syn.state_dict()[k], states[3][k])  # the rates and P~ learned by iteration 3
+    assert not torch.equal(states[3]["log_lr"], states[6]["log_lr"])
+    assert d.summary()["selected_kind"] == "start_pairs"

@@ -110,6 +110,10 @@ class DistillConfig:
             the evaluation protocol's 150 epochs: real starting pairs reach their best validation
             epoch late (60-100 at 500 pairs), distilled sets early (about 10), so shorter checks
             favour the distilled sets.
+        select_start_pairs: at every check also score a second candidate, the current
+            correspondence and student rates on the *starting* pixels and texts, so the returned
+            set may keep what was learned about how to train on the pairs while dropping learned
+            pixels and texts that do not generalise (doubles the cost of a check).
         seed: seeds initial selection, sampling and batches.
         checkpoint_every, save_maps_every: intervals (iterations); 0 disables.
         max_recoveries: how many NaN recoveries before giving up.
@@ -149,6 +153,7 @@ class DistillConfig:
     select_every: int = 0
     select_epochs: int = 150
     select_seeds: int = 1
+    select_start_pairs: bool = False
     seed: int = 0
     checkpoint_every: int = 50
     save_maps_every: int = 50
@@ -489,30 +494,60 @@ class Distiller:
         return float(evaluate_distilled(self.syn, model_cfg, self.val, self.val, seeds=seeds, cfg=ecfg)
                      ["val_mean"]["R-sum"])
 
+    def _start_pairs_state(self) -> dict[str, torch.Tensor]:
+        """The current state with the starting pixels and texts put back (``P~`` and rates kept)."""
+        idx = self.syn.init_indices.cpu()
+        start = DistilledSet.from_pairs(self.real_images, self.real_text, idx)
+        state = {k: v.detach().clone() for k, v in self.syn.state_dict().items()}
+        state["images"], state["text"] = start.images.detach().to(self.device), start.text.detach().to(self.device)
+        return state
+
     def _select(self, it: int) -> float:
-        """Score the current set on val; keep a copy when it is the best so far (earliest on ties)."""
-        score = self.validation_rsum()
+        """Score the current set (and, with ``select_start_pairs``, its start-pairs variant) on val;
+        keep a copy of the best candidate so far (earliest on ties, the set before its variant)."""
         sel = self.selection
-        sel["scores"].append([int(it), score])
-        if sel["best_val"] is None or score > sel["best_val"]:
-            sel["best_val"], sel["best_iteration"] = score, int(it)
-            self._best = {k: v.detach().cpu().clone() for k, v in self.syn.state_dict().items()}
-        return score
+        candidates = [("set", None)]
+        if self.cfg.select_start_pairs and it > 0:
+            candidates.append(("start_pairs", self._start_pairs_state()))
+        first = None
+        for kind, state in candidates:
+            if state is None:
+                score = self.validation_rsum()
+                keep = self.syn.state_dict()
+            else:
+                current = {k: v.detach().clone() for k, v in self.syn.state_dict().items()}
+                self.syn.load_state_dict(state)
+                try:
+                    score = self.validation_rsum()
+                finally:
+                    self.syn.load_state_dict(current)
+                keep = state
+            first = score if first is None else first
+            sel["scores" if kind == "set" else "start_pairs_scores"] = \
+                sel.get("scores" if kind == "set" else "start_pairs_scores", []) + [[int(it), score]]
+            if sel["best_val"] is None or score > sel["best_val"]:
+                sel["best_val"], sel["best_iteration"], sel["best_kind"] = score, int(it), kind
+                self._best = {k: v.detach().cpu().clone() for k, v in keep.items()}
+        return first
 
     def _restore_best(self) -> None:
         """Make the set the one of the best validation check; region maps after it are dropped."""
         sel, it = self.selection, self.selection["best_iteration"]
-        self.syn.meta["selection"] = {"best_iteration": it, "best_val_rsum": sel["best_val"],
+        kind = sel.get("best_kind", "set")
+        self.syn.meta["selection"] = {"best_iteration": it, "best_kind": kind, "best_val_rsum": sel["best_val"],
                                       "val_rsum_by_iteration": sel["scores"],
                                       "select_epochs": self.cfg.select_epochs, "select_seeds": self.cfg.select_seeds}
-        if it == self.iteration or self._best is None:
+        if self.cfg.select_start_pairs:
+            self.syn.meta["selection"]["start_pairs_val_rsum_by_iteration"] = sel.get("start_pairs_scores", [])
+        if (it == self.iteration and kind == "set") or self._best is None:
             return
         self.syn.load_state_dict({k: v.to(self.device) for k, v in self._best.items()})
         self.syn.map_history = [(i, m) for i, m in self.syn.map_history if i <= it]
         if self.cfg.save_maps_every:
             self._record_maps(it)
-        msg = (f"selected the set of iteration {it} on validation (R-sum {sel['best_val']:.1f}; "
-               f"last iteration {self.iteration}: {sel['scores'][-1][1]:.1f})")
+        what = "the set" if kind == "set" else "the starting pixels and texts with the P~ and rates"
+        msg = (f"selected {what} of iteration {it} on validation (R-sum {sel['best_val']:.1f}; "
+               f"the set of the last iteration {self.iteration}: {sel['scores'][-1][1]:.1f})")
         log.info(msg)
         if self.run_dir is not None:
             self.run_dir.log(msg)
@@ -566,7 +601,10 @@ class Distiller:
                 "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                 "eta": self.syn.learning_rates() if self.syn is not None else None,
                 **({"selected_iteration": self.selection["best_iteration"],
-                    "val_rsum_by_iteration": self.selection["scores"]} if self.cfg.select_every else {})}
+                    "selected_kind": self.selection.get("best_kind", "set"),
+                    "val_rsum_by_iteration": self.selection["scores"],
+                    "start_pairs_val_rsum_by_iteration": self.selection.get("start_pairs_scores", [])}
+                   if self.cfg.select_every else {})}
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:

@@ -397,7 +397,7 @@ def _result_relevant(dcfg: DistillConfig | None) -> dict[str, Any] | None:
     from mdw_kit.distill.distiller import RESUMABLE_CHANGES
     d = {k: v for k, v in dcfg.to_dict().items() if k not in RESUMABLE_CHANGES or k == "iterations"}
     if not dcfg.select_every:  # selection off: its settings change nothing (and old keys stay valid)
-        for k in ("select_every", "select_epochs", "select_seeds"):
+        for k in ("select_every", "select_epochs", "select_seeds", "select_start_pairs"):
             d.pop(k)
     return d
 
