@@ -86,13 +86,17 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     data = prepare_data("shapes", noise=0.3, source_options={"num_images": args.num_images, "image_size": 32})
-    expert_kw = json.loads(args.expert_config)
+    try:
+        expert_kw = json.loads(args.expert_config)
+        expert_cfg = DualTrackConfig.from_dict({**expert_kw, "progress": False})
+    except (ValueError, TypeError) as e:
+        p.error(f"--expert-config: {e}")
     model_cfg = ModelConfig(tower="convnet3", text_dim=data.text_dim, image_size=data.image_size)
     images = data.train.images[data.train.pair_image]
     rows, t0 = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mdw-pointing-") as tmp:
         buffer = build_buffer(tmp, model_cfg, images, data.train_text,
-                              DualTrackConfig(**{**expert_kw, "progress": False}),
+                              expert_cfg,
                               num_runs=1, data_fingerprint=data.fingerprint(),
                               text_encoder_name=data.encoder_name, clean=data.train.clean)
         buffer_auroc = buffer.consensus.summary()["auroc"]
