@@ -306,14 +306,12 @@ def stale_distill_config(old: dict[str, Any] | None, method: str, budget: int | 
     of DistillConfig retires the cells made with the old one, and a new field at its default
     retires nothing.
     """
-    from mdw_kit.distill.distiller import DistillConfig
     from mdw_kit.distill.methods import METHODS, _result_relevant
     spec = METHODS[method]
     if spec.kind != "distill" or old is None or distill is None or budget is None:
         return False
-    now = _result_relevant(spec.distill_config(budget, distill))
-    defaults = DistillConfig().to_dict()
-    return any(json.dumps(old.get(k, defaults.get(k))) != json.dumps(v) for k, v in now.items())
+    now = spec.distill_config(budget, distill)
+    return bool(now.changed_fields(old, keys=list(_result_relevant(now))))
 
 
 def retire_stale_cell(d: Path, method: str, budget: int | None = None,

@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
     from mdw_kit.distill.methods import train_pairs
     from mdw_kit.distill.synthetic import DistilledSet
-    from mdw_kit.train import to_pixels
 
     torch.set_num_threads(args.threads)
     bargs = ["--noise", str(args.noise)] + (["--source-option", f"grouping={args.grouping}"] if args.grouping else [])
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     images, text = train_pairs(data)
     syn = DistilledSet.load(art)
     idx = torch.as_tensor(syn.init_indices)
-    start_pixels, start_text = to_pixels(images[idx]), text[idx].float()
+    start_pixels, start_text = syn.starting_pairs(images, text)
 
     def with_start(pixels: bool, texts: bool) -> DistilledSet:
         """A copy of the set (its learned P~ and rates) with its starting pixels and / or texts."""

@@ -187,6 +187,19 @@ class DistillConfig:
         d["ceo_clip"] = list(self.ceo_clip)
         return d
 
+    def changed_fields(self, saved: dict[str, Any], keys: Sequence[str] | None = None) -> list[str]:
+        """Fields (of ``keys``, default all, plus any ``saved`` has) that differ from a saved config.
+
+        A field ``saved`` lacks (added since it was written) counts as its default.
+
+        Example:
+            >>> DistillConfig(lr_img=0.02).changed_fields({"lr_img": 0.01})
+            ['lr_img']
+        """
+        now, defaults = self.to_dict(), DistillConfig().to_dict()
+        names = set(now) | set(saved) if keys is None else set(keys)
+        return sorted(k for k in names if now.get(k) != saved.get(k, defaults.get(k)))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DistillConfig":
         """Build from a dict; unknown keys are an error naming them."""
@@ -499,39 +512,35 @@ class Distiller:
 
     def _start_pairs_state(self) -> dict[str, torch.Tensor]:
         """The current state with the starting pixels and texts put back (``P~`` and rates kept)."""
-        idx = self.syn.init_indices.cpu()
-        start = DistilledSet.from_pairs(self.real_images, self.real_text, idx)
         state = {k: v.detach().clone() for k, v in self.syn.state_dict().items()}
-        state["images"], state["text"] = start.images.detach().to(self.device), start.text.detach().to(self.device)
+        pixels, text = self.syn.starting_pairs(self.real_images, self.real_text)
+        state["images"], state["text"] = pixels.to(self.device), text.to(self.device)
         return state
 
     def _select(self, it: int) -> float:
         """Score the current set (and, with ``select_start_pairs``, its start-pairs variant) on val;
-        keep a copy of the best candidate so far (earliest on ties, the set before its variant)."""
-        sel = self.selection
-        candidates = [("set", None)]
+        keep a copy of the best candidate so far (earliest on ties, the set before its variant).
+        Returns the set's score."""
+        score = self._consider(it, "set", self.validation_rsum(), self.syn.state_dict())
         if self.cfg.select_start_pairs and it > 0:
-            candidates.append(("start_pairs", self._start_pairs_state()))
-        first = None
-        for kind, state in candidates:
-            if state is None:
-                score = self.validation_rsum()
-                keep = self.syn.state_dict()
-            else:
-                current = {k: v.detach().clone() for k, v in self.syn.state_dict().items()}
-                self.syn.load_state_dict(state)
-                try:
-                    score = self.validation_rsum()
-                finally:
-                    self.syn.load_state_dict(current)
-                keep = state
-            first = score if first is None else first
-            sel["scores" if kind == "set" else "start_pairs_scores"] = \
-                sel.get("scores" if kind == "set" else "start_pairs_scores", []) + [[int(it), score]]
-            if sel["best_val"] is None or score > sel["best_val"]:
-                sel["best_val"], sel["best_iteration"], sel["best_kind"] = score, int(it), kind
-                self._best = {k: v.detach().cpu().clone() for k, v in keep.items()}
-        return first
+            variant = self._start_pairs_state()
+            current = {k: v.detach().clone() for k, v in self.syn.state_dict().items()}
+            self.syn.load_state_dict(variant)
+            try:
+                variant_score = self.validation_rsum()
+            finally:
+                self.syn.load_state_dict(current)
+            self._consider(it, "start_pairs", variant_score, variant)
+        return score
+
+    def _consider(self, it: int, kind: str, score: float, state: dict[str, torch.Tensor]) -> float:
+        """Record ``score`` of candidate ``kind``; keep a CPU copy of ``state`` if it is the best so far."""
+        sel = self.selection
+        sel.setdefault("scores" if kind == "set" else "start_pairs_scores", []).append([int(it), score])
+        if sel["best_val"] is None or score > sel["best_val"]:
+            sel["best_val"], sel["best_iteration"], sel["best_kind"] = score, int(it), kind
+            self._best = {k: v.detach().cpu().clone() for k, v in state.items()}
+        return score
 
     def _restore_best(self) -> None:
         """Make the set the one of the best validation check; region maps after it are dropped."""
@@ -652,10 +661,7 @@ class Distiller:
         return True
 
     def _check_resume_config(self, saved: dict) -> None:
-        now = self.cfg.to_dict()
-        defaults = DistillConfig().to_dict()  # fields newer than the checkpoint had their default
-        diff = sorted(k for k in set(now) | set(saved)
-                      if k not in RESUMABLE_CHANGES and now.get(k) != saved.get(k, defaults.get(k)))
+        diff = [k for k in self.cfg.changed_fields(saved) if k not in RESUMABLE_CHANGES]
         if diff:
             raise ArtifactError(f"{self.run_dir / CHECKPOINT}: checkpoint was written with other settings for "
                                 f"{diff}; use a new run folder or the same settings")

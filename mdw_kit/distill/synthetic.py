@@ -32,6 +32,7 @@ from torch import nn
 
 from mdw_kit.distill.correspondence import Correspondence, make_correspondence
 from mdw_kit.runs import ArtifactError, load_tensors, read_json, save_tensors, write_json
+from mdw_kit.train import to_pixels
 
 LR_GROUPS = ("image", "text")
 FORMAT = "mdw-distilled-set"
@@ -91,8 +92,7 @@ class DistilledSet(nn.Module):
         if int(idx.min()) < 0 or int(idx.max()) >= len(images) or len(images) != len(text_emb):
             raise ValueError(f"indices must lie in [0, {len(images)}) and images ({len(images)}) / "
                              f"text_emb ({len(text_emb)}) must have one row per pair")
-        imgs = images[idx]
-        imgs = imgs.float().div(255.0) if imgs.dtype == torch.uint8 else imgs.float()
+        imgs = to_pixels(images[idx])
         c = make_correspondence(corr, len(idx), rank=rank, alpha=alpha)
         return cls(imgs, text_emb[idx].float(), c.to(imgs.device), lr_init=lr_init,
                    init_indices=idx, meta=meta)
@@ -121,6 +121,19 @@ class DistilledSet(nn.Module):
     def targets(self) -> torch.Tensor:
         """The soft target matrix ``P~`` ``[M, M]`` (detached): train on D~ with these."""
         return self.corr.matrix().detach().clone()
+
+    def starting_pairs(self, real_images: torch.Tensor, real_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pixels (float, ``[0, 1]``) and texts of the real pairs the set started from.
+
+        Example:
+            >>> import torch
+            >>> x, t = torch.rand(5, 3, 4, 4), torch.randn(5, 8)
+            >>> px, tx = DistilledSet.from_pairs(x, t, [1, 3]).starting_pairs(x, t)
+            >>> bool(torch.equal(px, x[[1, 3]])), bool(torch.equal(tx, t[[1, 3]]))
+            (True, True)
+        """
+        idx = self.init_indices.detach().cpu()
+        return to_pixels(real_images[idx]), real_text[idx].float()
 
     def record_maps(self, iteration: int, maps: torch.Tensor) -> None:
         """Keep ``maps`` ``[M, H, W]`` as the latest region maps and append them to the history."""
