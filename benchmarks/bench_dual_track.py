@@ -6,7 +6,8 @@ on the truly clean pairs; uses ground truth). Reports
 
 - noise detection (AUROC / precision / recall / F1 of each track and of the consensus) at
   the end of warm-up and at the end of training, next to the naive run's own detection;
-- test R-sum of each model at the epoch chosen on the validation split (never test);
+- test R-sum of each model at the epoch chosen on the validation split (never test), and of
+  the two dual-track tracks together (mean similarity, each at its best validation epoch);
 - wall time and the size of one run's trajectories in the buffer.
 
 Prints a table and writes ``benchmarks/results/dual_track.json`` with the command line.
@@ -32,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdw_kit.evaluate import evaluate_val, fit_and_evaluate, format_table, summarize  # noqa: E402
+from mdw_kit.evaluate import evaluate_ensemble, evaluate_val, fit_and_evaluate, format_table, summarize  # noqa: E402
 from mdw_kit.experts.dual_track import DualTrackConfig, DualTrackResult, train_dual_track  # noqa: E402
 from mdw_kit.models import ModelConfig, set_flat  # noqa: E402
 from mdw_kit.pipeline import DataBundle, prepare_data  # noqa: E402
@@ -50,6 +51,17 @@ def test_rsum_at_best_val(res: DualTrackResult, track: str, mcfg: ModelConfig, d
     test = evaluate_val(model.to(next(iter(res.states[track].values())).device), data.test_split())
     val = next(h["val"] for h in res.history[track] if h["epoch"] == epoch)
     return {"best_epoch": epoch, "val_rsum": val["R-sum"], "test": test}
+
+
+def ensemble_test_rsum(res: DualTrackResult, mcfg: ModelConfig, data: DataBundle) -> dict | None:
+    """Both tracks together (mean similarity), each at its best validation epoch; None for one track."""
+    if len(res.trajectories) < 2:
+        return None
+    models = []
+    for t, traj in res.trajectories.items():
+        models.append(mcfg.build())
+        set_flat(models[-1], traj[res.best_val_epoch(t)])
+    return evaluate_ensemble(models, data.test_split())
 
 
 def detection_at(res: DualTrackResult, which: str) -> dict[str, dict[str, float]]:
@@ -73,12 +85,14 @@ def run_dual(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig) -> dict[
     res = train_dual_track(lambda s: mcfg.build(), data.train.pair_pixels(), data.train_text, cfg,
                            clean=data.train.clean, val=data.val_split(), groups=data.train.pair_image)
     per_track = {t: test_rsum_at_best_val(res, t, mcfg, data) for t in cfg.tracks}
+    ens = ensemble_test_rsum(res, mcfg, data)
     return {"detection_warmup": detection_at(res, "warmup"), "detection_final": detection_at(res, "final"),
             "detection_per_epoch": [{k: (v if k == "epoch" else round(float(v["auroc"]), 4))
                                      for k, v in d.items()} for d in res.detection],
             "per_track": per_track,
             "test_rsum": sum(v["test"]["R-sum"] for v in per_track.values()) / len(per_track),
             "test": summarize([v["test"] for v in per_track.values()])[0],
+            "ensemble_test_rsum": None if ens is None else ens["R-sum"], "ensemble_test": ens,
             "wall_time_s": round(res.wall_time_s, 1), "buffer_bytes_per_run": buffer_bytes(res),
             "val_rsum_per_epoch": {t: [round(h["val"]["R-sum"], 1) for h in res.history[t] if h["val"]]
                                    for t in cfg.tracks}}
@@ -131,6 +145,9 @@ def summary_rows(cells: list[dict]) -> list[dict]:
             if when == "final":
                 for who in ("dual_track", "naive", "oracle"):
                     row[f"R-sum {who}"] = _mean_sd([c[who]["test_rsum"] for c in cs])
+                ens = [c["dual_track"].get("ensemble_test_rsum") for c in cs]
+                if all(v is not None for v in ens):  # cells made before the ensemble column lack it
+                    row["R-sum dual ensemble"] = _mean_sd(ens)
                 row["wall dual s"] = _mean_sd([c["dual_track"]["wall_time_s"] for c in cs])
             rows.append(row)
     return rows

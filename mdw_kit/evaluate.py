@@ -205,6 +205,38 @@ def evaluate_val(model: nn.Module, split: Split, batch_size: int = 256) -> dict[
                     f"(pixels, text_emb, pair_image); got {type(split).__name__}")
 
 
+def evaluate_ensemble(models: Sequence[nn.Module], split: Split, batch_size: int = 256) -> dict[str, float]:
+    """Retrieval metrics of several models together: the mean of their image-caption similarities.
+
+    ``split`` is as for :func:`evaluate_val`. Each model's similarity matrix is its own cosine
+    similarity, so models with different temperatures weigh the same.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
+        >>> ms = [RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        ...       for _ in range(2)]
+        >>> "R-sum" in evaluate_ensemble(ms, (torch.rand(3, 3, 8, 8), torch.randn(3, 8), torch.arange(3)))
+        True
+    """
+    if not models:
+        raise ValueError("evaluate_ensemble needs at least one model")
+    if isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], PairDataset):
+        _check_split_text(split[0], torch.as_tensor(split[1]))
+        images, text, pair_image = split[0].images, torch.as_tensor(split[1]), split[0].pair_image
+    elif isinstance(split, (tuple, list)) and len(split) == 3:
+        images, text, pair_image = split[0], torch.as_tensor(split[1]), split[2]
+    else:
+        raise TypeError("an evaluation split must be (PairDataset, text_emb) or "
+                        f"(pixels, text_emb, pair_image); got {type(split).__name__}")
+    sim = None
+    for m in models:
+        img, txt = embed_arrays(m, images, text, batch_size)
+        sim = img @ txt.T if sim is None else sim + img @ txt.T
+    return retrieval_metrics(sim / len(models), torch.as_tensor(pair_image, dtype=torch.long))
+
+
 # ------------------------------------------------------------- summaries
 def summarize(metrics: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
     """Mean and sample standard deviation (ddof=1; 0 for a single entry) per metric key.
@@ -337,4 +369,4 @@ def fit_and_evaluate(model_fn: Callable[[int], nn.Module], train_images: torch.T
 
 
 __all__ = ["retrieval_metrics", "embed_split", "embed_arrays", "evaluate_model", "evaluate_arrays",
-           "evaluate_val", "fit_and_evaluate", "summarize", "format_table"]
+           "evaluate_val", "evaluate_ensemble", "fit_and_evaluate", "summarize", "format_table"]

@@ -141,6 +141,23 @@ def test_evaluate_model_uses_eval_mode_and_checks_text():
         evaluate_model(model, ds, text[:5])
 
 
+def test_ensemble_is_the_mean_similarity_of_its_models():
+    ds, text = class_split(9, seed=0, split="test")
+    a, b = tiny_model(0), tiny_model(1)
+    assert ev.evaluate_ensemble([a], (ds, text)) == pytest.approx(evaluate_model(a, ds, text))
+    assert ev.evaluate_ensemble([a, a], (ds, text)) == pytest.approx(evaluate_model(a, ds, text))
+    ia, ta = embed_split(a, ds, text)
+    ib, tb = embed_split(b, ds, text)
+    expect = retrieval_metrics((ia @ ta.T + ib @ tb.T) / 2, ds.pair_image)
+    assert ev.evaluate_ensemble([a, b], (ds, text)) == pytest.approx(expect)
+    arrays = (ds.image_pixels(), text, ds.pair_image)
+    assert ev.evaluate_ensemble([a, b], arrays) == pytest.approx(expect)
+    with pytest.raises(ValueError, match="at least one model"):
+        ev.evaluate_ensemble([], (ds, text))
+    with pytest.raises(DataError, match="text_emb"):
+        ev.evaluate_ensemble([a], (ds, text[:5]))
+
+
 # ------------------------------------------------------- select-and-test
 def test_fit_and_evaluate_selects_on_val_and_tests_once(monkeypatch):
     train_ds, train_text = class_split(60, seed=0, split="train", caps=1)
