@@ -105,8 +105,9 @@ class DualTrackConfig:
             posterior is steep, so ``p > 0.5`` keeps only about a third of the pairs at 50% noise
             and leaves clean pairs without close relatives out for good. Measured (openmoji, 50%
             noise, 20 epochs, 3 seeds, ``benchmarks/results/dual_track_epochs20{,_keep45}.json``):
-            0.45 gives expert test R-sum 98.8 and consensus AUROC 0.942, against 97.4 and 0.939
-            for the threshold; inside the seed spread, so the default stays the threshold.
+            0.45 gives expert test R-sum 98.8 and consensus AUROC 0.942 (98.6 and 0.941 rerun with
+            two threads), against 97.4 and 0.939 for the threshold; inside the seed spread, so the
+            default stays the threshold.
         scoring: ``"global"``: each pair's loss against all pairs (:func:`global_pair_losses`);
             ``"batch"``: in fixed seeded mini-batches (:func:`~mdw_kit.train.per_pair_losses`).
         score_batch_size: chunk / mini-batch size of the scoring.
