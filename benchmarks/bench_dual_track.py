@@ -15,6 +15,7 @@ Prints a table and writes ``benchmarks/results/dual_track.json`` with the comman
     python benchmarks/bench_dual_track.py                      # 20% and 50% noise, 3 seeds
     python benchmarks/bench_dual_track.py --quick              # small openmoji subset, 1 seed, a few minutes
     python benchmarks/bench_dual_track.py --dual-config '{"mode": "weight"}'
+    python benchmarks/bench_dual_track.py --merge a.json b.json --out ab.json   # join parallel runs
 """
 from __future__ import annotations
 
@@ -165,6 +166,9 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="800 openmoji images, 1 seed, 50%% noise, 5 epochs")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dual_track.json"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="train nothing: join the cells of these result files (same settings, different "
+                         "seeds, e.g. from parallel runs) into one table written to --out")
     args = ap.parse_args(argv)
     args.source_options = {"image_size": 32}
     if args.quick:
@@ -175,8 +179,52 @@ def parse_args(argv=None):
     return args
 
 
+SAME_SETTINGS = ("quick", "epochs", "warmup_epochs", "dual_config_overrides", "source_options", "model")
+
+
+def merge_results(paths: list[str]) -> dict[str, Any]:
+    """One result document from several runs of the same settings on different (noise, seed) cells.
+
+    A file that is missing, is not a result of this script, differs in a setting, or repeats a
+    cell of an earlier file is refused with an error naming it.
+    """
+    docs = []
+    for p in paths:
+        try:
+            docs.append(json.loads(Path(p).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"--merge: cannot read {p}: {e}")
+        if not isinstance(docs[-1], dict) or "cells" not in docs[-1] or "summary" not in docs[-1]:
+            raise SystemExit(f"--merge: {p} is not a bench_dual_track.py result (no 'cells'/'summary')")
+    first, cells, seen = docs[0], [], {}
+    for p, d in zip(paths, docs):
+        for k in SAME_SETTINGS:
+            if d.get(k) != first.get(k):
+                raise SystemExit(f"--merge: {p} has {k}={d.get(k)!r} but {paths[0]} has {first.get(k)!r}")
+        for c in d["cells"]:
+            key = (c["noise"], c["seed"])
+            if key in seen:
+                raise SystemExit(f"--merge: noise {key[0]}, seed {key[1]} is in both {seen[key]} and {p}")
+            seen[key] = p
+            cells.append(c)
+    cells.sort(key=lambda c: (c["noise"], c["seed"]))
+    return {**{k: first.get(k) for k in SAME_SETTINGS},
+            "command": " ".join([Path(sys.executable).name] + sys.argv),
+            "merged_from": [{"file": Path(p).name, "command": d.get("command"), "wall_time_s": d.get("wall_time_s"),
+                             "torch_threads": d.get("torch_threads")} for p, d in zip(paths, docs)],
+            "platform": first.get("platform"), "cpu_count": first.get("cpu_count"),
+            "wall_time_s": round(sum(d.get("wall_time_s") or 0.0 for d in docs), 1),
+            "summary": summary_rows(cells), "cells": cells}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.merge:
+        doc = merge_results(args.merge)
+        write_json(args.out, doc)
+        print(format_table(doc["summary"], digits=3))
+        print(f"wrote {args.out} ({len(doc['cells'])} cells from {len(args.merge)} files)")
+        return
     torch.set_num_threads(args.threads)
     if args.no_progress:
         os.environ["MDW_NO_PROGRESS"] = "1"
