@@ -1,6 +1,7 @@
 """Shared test setup: offline Hugging Face, no progress bars, a throw-away cache for the session;
 tiny on-disk data fixtures for the data sources."""
 import atexit
+import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +17,23 @@ os.environ["MDW_NO_PROGRESS"] = "1"
 _CACHE = tempfile.mkdtemp(prefix="mdw-test-cache-")
 os.environ["MDW_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench_module(request):
+    """The benchmark module named by the test module's ``BENCHMARK``."""
+    return load_benchmark(request.module.BENCHMARK)
+
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "cyan"]
 

@@ -1,6 +1,5 @@
 """The distillation benchmark's cell cache: a result made by another definition of a method is
 moved aside (kept, not read) instead of being reported under the method's current name."""
-import importlib.util
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -9,15 +8,12 @@ import pytest
 
 from mdw_kit.distill.methods import METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = "bench_distill"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_distill", ROOT / "benchmarks" / "bench_distill.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(bench_module):
+    return bench_module
 
 
 def _cell(tmp_path: Path, spec) -> Path:

@@ -1,20 +1,16 @@
 """The dual-track benchmark's --merge: runs of the same settings on different seeds become one table,
 and files that do not belong together are refused with a message naming them."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = "bench_dual_track"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_dual_track", ROOT / "benchmarks" / "bench_dual_track.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(bench_module):
+    return bench_module
 
 
 def _det(auroc: float) -> dict:
