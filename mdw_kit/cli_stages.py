@@ -10,11 +10,24 @@ from typing import Any
 from .runs import RunDir
 
 
+def _json_object(text: str | None, flag: str) -> dict[str, Any]:
+    """The JSON object given to ``flag`` ({} when not given); bad JSON is an error naming the flag."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object of settings, got {text!r}")
+    return value
+
+
 def _dual_cfg(args) -> Any:
+    """The DualTrackConfig of ``--expert-epochs`` / ``--naive``; keys in ``--dual-config`` win."""
     from .experts.dual_track import DualTrackConfig
-    over = json.loads(args.dual_config) if getattr(args, "dual_config", None) else {}
-    return DualTrackConfig(epochs=args.expert_epochs, naive=args.naive, num_tracks=1 if args.naive else 2,
-                           **over)
+    base = {"epochs": args.expert_epochs, "naive": args.naive, "num_tracks": 1 if args.naive else 2}
+    return DualTrackConfig.from_dict({**base, **_json_object(getattr(args, "dual_config", None), "--dual-config")})
 
 
 def cmd_noise_report(args) -> int:
@@ -22,11 +35,12 @@ def cmd_noise_report(args) -> int:
     from .cli import _bundle, _model_cfg, _start_run
     from .experts.dual_track import train_dual_track
     from .pipeline import save_data_record
+    cfg = _dual_cfg(args)  # a bad --dual-config fails before any run folder is made
     run = _start_run(args, "noise-report")
     b = _bundle(args)
     save_data_record(run, b)
     mcfg = _model_cfg(args, b)
-    res = train_dual_track(lambda s: mcfg.build(), b.train.pair_pixels(), b.train_text, _dual_cfg(args),
+    res = train_dual_track(lambda s: mcfg.build(), b.train.pair_pixels(), b.train_text, cfg,
                            clean=b.train.clean if b.train.noise_known else None, val=b.val_split())
     rep = res.report(captions=b.train.captions,
                      image_ids=[b.train.image_ids[int(i)] for i in b.train.pair_image])
@@ -43,10 +57,11 @@ def cmd_buffer(args) -> int:
     """Record expert trajectories (dual-track by default, ``--naive`` for plain experts)."""
     from .cli import _bundle, _model_cfg, _start_run
     from .experts.buffer import build_buffer
+    cfg = _dual_cfg(args)
     run = _start_run(args, "buffer")
     b = _bundle(args)
     mcfg = _model_cfg(args, b)
-    buf = build_buffer(run.path / "buffer", mcfg, b.train.pair_pixels(), b.train_text, _dual_cfg(args),
+    buf = build_buffer(run.path / "buffer", mcfg, b.train.pair_pixels(), b.train_text, cfg,
                        args.runs, b.fingerprint(), b.encoder_name,
                        noise={"rate": args.noise, "seed": args.noise_seed}, dtype=args.dtype,
                        clean=b.train.clean if b.train.noise_known else None)
@@ -66,14 +81,14 @@ def cmd_distill(args) -> int:
     from .distill.evaluate import EvalConfig
     from .distill.methods import run_method
     from .experts.buffer import load_buffer
+    over = _json_object(args.distill_config, "--distill-config")
+    over.setdefault("iterations", args.iterations)
     run = _start_run(args, "distill")
     b = _bundle(args)
     buffers = {}
     for kind, path in (("dual_track", args.buffer), ("naive", args.naive_buffer)):
         if path:
             buffers[kind] = load_buffer(path, data_fingerprint=b.fingerprint())
-    over = json.loads(args.distill_config) if args.distill_config else {}
-    over.setdefault("iterations", args.iterations)
     res = run_method(args.method, b, args.budget, buffers, distill=over,
                      eval_cfg=EvalConfig(epochs=args.eval_epochs), seeds=args.seeds, run_dir=run.path)
     res.pop("distilled_set", None)
@@ -173,5 +188,6 @@ def _expert_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--expert-epochs", type=int, default=12)
     g.add_argument("--naive", action="store_true", help="plain training on all pairs (naive experts)")
     g.add_argument("--dual-config", default=None, help="JSON of DualTrackConfig overrides, e.g. "
-                   "'{\"mode\": \"weight\", \"min_weight\": 0.1}' for sharper detection (weaker experts), "
-                   "'{\"keep_fraction\": 0.45}' to keep a fixed share of the pairs instead of p > 0.5")
+                   "'{\"mode\": \"weight\", \"min_weight\": 0.05}' for sharper detection (weaker experts), "
+                   "'{\"keep_fraction\": 0.45}' to keep a fixed share of the pairs instead of p > 0.5; "
+                   "its keys win over --expert-epochs and --naive")

@@ -49,3 +49,25 @@ def test_prepare_data_splits_embeddings_consistently():
     assert b.val_text.shape[0] == len(b.val) and b.test_text.shape[0] == len(b.test)
     assert b.val.clean.all() and b.test.clean.all()
     assert b.train.noise_rate == pytest.approx(0.5, abs=0.03)
+
+
+def test_dual_config_keys_win_and_bad_json_names_the_flag(tmp_path, capsys):
+    import argparse
+
+    from mdw_kit.cli_stages import _dual_cfg
+    ns = argparse.Namespace(expert_epochs=12, naive=False,
+                            dual_config='{"epochs": 30, "mode": "weight", "min_weight": 0.05}')
+    cfg = _dual_cfg(ns)
+    assert (cfg.epochs, cfg.mode, cfg.min_weight, cfg.num_tracks) == (30, "weight", 0.05, 2)
+    assert _dual_cfg(argparse.Namespace(expert_epochs=5, naive=True, dual_config=None)).num_tracks == 1
+    for text, expect in (("{mode: weight}", "--dual-config is not valid JSON"),
+                         ("[1, 2]", "--dual-config must be a JSON object"),
+                         ('{"epoch": 3}', "unknown DualTrackConfig keys")):
+        assert main(["noise-report", "--source", "shapes", "--dual-config", text,
+                     "--out", str(tmp_path / "r")]) == 2
+        assert expect in capsys.readouterr().err
+        assert not (tmp_path / "r").exists()  # refused before a run folder is made
+    assert main(["distill", "--source", "shapes", "--distill-config", "{iterations: 2}",
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "--distill-config is not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
