@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from pathlib import Path
 from typing import Any
 
-from .runs import RunDir
 
 
 def _json_object(text: str | None, flag: str) -> dict[str, Any]:

@@ -197,10 +197,23 @@ def evaluate_val(model: nn.Module, split: Split, batch_size: int = 256) -> dict[
         >>> "R-sum" in evaluate_val(m, (torch.rand(2, 3, 8, 8), torch.randn(2, 8), torch.arange(2)))
         True
     """
-    if isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], PairDataset):
+    if _is_dataset_split(split):
         return evaluate_model(model, split[0], split[1], batch_size)
+    return evaluate_arrays(model, *_split_arrays(split), batch_size=batch_size)
+
+
+def _is_dataset_split(split: Any) -> bool:
+    return isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], PairDataset)
+
+
+def _split_arrays(split: Split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(unique images, caption embeddings, pair_image)`` of either form of evaluation split."""
+    if _is_dataset_split(split):
+        ds, text = split[0], torch.as_tensor(split[1])
+        _check_split_text(ds, text)
+        return ds.images, text, ds.pair_image
     if isinstance(split, (tuple, list)) and len(split) == 3:
-        return evaluate_arrays(model, split[0], split[1], split[2], batch_size)
+        return split[0], torch.as_tensor(split[1]), split[2]
     raise TypeError("an evaluation split must be (PairDataset, text_emb) or "
                     f"(pixels, text_emb, pair_image); got {type(split).__name__}")
 
@@ -222,14 +235,7 @@ def evaluate_ensemble(models: Sequence[nn.Module], split: Split, batch_size: int
     """
     if not models:
         raise ValueError("evaluate_ensemble needs at least one model")
-    if isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[0], PairDataset):
-        _check_split_text(split[0], torch.as_tensor(split[1]))
-        images, text, pair_image = split[0].images, torch.as_tensor(split[1]), split[0].pair_image
-    elif isinstance(split, (tuple, list)) and len(split) == 3:
-        images, text, pair_image = split[0], torch.as_tensor(split[1]), split[2]
-    else:
-        raise TypeError("an evaluation split must be (PairDataset, text_emb) or "
-                        f"(pixels, text_emb, pair_image); got {type(split).__name__}")
+    images, text, pair_image = _split_arrays(split)
     sim = None
     for m in models:
         img, txt = embed_arrays(m, images, text, batch_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -162,8 +163,6 @@ def _say(t0: float, msg: str) -> None:
 
 def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str, Any]:
     """Run the whole pipeline into ``out`` (resumable: finished stages are reused) and write the report."""
-    from pathlib import Path as _P
-
     from .distill import DistillConfig, Distiller
     from .distill.evaluate import EvalConfig, evaluate_distilled
     from .distill.methods import get_method, run_method
@@ -184,7 +183,7 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
 
     _say(t_start, f"[2/5] dual-track experts: {cfg.expert_runs} run(s) x 2 tracks x {cfg.expert_epochs} epochs")
     dcfg = DualTrackConfig(epochs=cfg.expert_epochs, warmup_epochs=min(2, cfg.expert_epochs))
-    buf = build_buffer(_P(run.path) / "experts", mcfg, data.train.pair_pixels(), data.train_text, dcfg,
+    buf = build_buffer(Path(run.path) / "experts", mcfg, data.train.pair_pixels(), data.train_text, dcfg,
                        cfg.expert_runs, data.fingerprint(), data.encoder_name,
                        noise={"rate": cfg.noise, "seed": 0}, clean=data.train.clean)
     report = buf.consensus
@@ -198,7 +197,7 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
             **({"lr_init": 0.01} if cfg.quick else {}), **cfg.distill_overrides}
     dist_cfg = spec.distill_config(cfg.budget, over)
     dist = Distiller(dist_cfg, buf, mcfg, data.train.pair_pixels(), data.train_text,
-                     p_clean=buf.consensus_p_clean, run_dir=_P(run.path) / "distill",
+                     p_clean=buf.consensus_p_clean, run_dir=Path(run.path) / "distill",
                      val=data.val_split() if dist_cfg.select_every else None)
     syn = dist.run()
     run.write_json("distill/history.json", dist.history)
@@ -208,7 +207,7 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
     results = {"mdw": evaluate_distilled(syn, mcfg, data.val_split(), data.test_split(), cfg.seeds, cfg=ecfg)}
     for name in cfg.baselines:
         r = run_method(name, data, cfg.budget, {"dual_track": buf}, eval_cfg=ecfg, seeds=cfg.seeds,
-                       run_dir=_P(run.path) / "baselines" / name, model_cfg=mcfg)
+                       run_dir=Path(run.path) / "baselines" / name, model_cfg=mcfg)
         results[name] = r
     rows = [{"method": k, "pairs": cfg.budget, **{m: (v["mean"][m], v["sd"][m]) for m in METRICS}}
             for k, v in results.items()]
