@@ -44,25 +44,18 @@ from mdw_kit.train import TrainConfig  # noqa: E402
 DET_KEYS = ("auroc", "auroc_p_clean", "precision", "recall", "f1", "true_residual_noise")
 
 
-def test_rsum_at_best_val(res: DualTrackResult, track: str, mcfg: ModelConfig, data: DataBundle) -> dict:
-    """Restore ``track``'s state of its best validation epoch from its trajectory; evaluate on test once."""
-    epoch = res.best_val_epoch(track)
+def best_val_model(res: DualTrackResult, track: str, mcfg: ModelConfig) -> torch.nn.Module:
+    """``track``'s model at its best validation epoch, restored from its trajectory."""
     model = mcfg.build()
-    set_flat(model, res.trajectories[track][epoch])
-    test = evaluate_val(model.to(next(iter(res.states[track].values())).device), data.test_split())
+    set_flat(model, res.trajectories[track][res.best_val_epoch(track)])
+    return model.to(next(iter(res.states[track].values())).device)
+
+
+def test_rsum_at_best_val(res: DualTrackResult, track: str, model: torch.nn.Module, data: DataBundle) -> dict:
+    """Test metrics (evaluated once) of ``track``'s best-validation ``model``."""
+    epoch = res.best_val_epoch(track)
     val = next(h["val"] for h in res.history[track] if h["epoch"] == epoch)
-    return {"best_epoch": epoch, "val_rsum": val["R-sum"], "test": test}
-
-
-def ensemble_test_rsum(res: DualTrackResult, mcfg: ModelConfig, data: DataBundle) -> dict | None:
-    """Both tracks together (mean similarity), each at its best validation epoch; None for one track."""
-    if len(res.trajectories) < 2:
-        return None
-    models = []
-    for t, traj in res.trajectories.items():
-        models.append(mcfg.build())
-        set_flat(models[-1], traj[res.best_val_epoch(t)])
-    return evaluate_ensemble(models, data.test_split())
+    return {"best_epoch": epoch, "val_rsum": val["R-sum"], "test": evaluate_val(model, data.test_split())}
 
 
 def detection_at(res: DualTrackResult, which: str) -> dict[str, dict[str, float]]:
@@ -85,8 +78,10 @@ def buffer_bytes(res: DualTrackResult) -> int:
 def run_dual(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig) -> dict[str, Any]:
     res = train_dual_track(lambda s: mcfg.build(), data.train.pair_pixels(), data.train_text, cfg,
                            clean=data.train.clean, val=data.val_split(), groups=data.train.pair_image)
-    per_track = {t: test_rsum_at_best_val(res, t, mcfg, data) for t in cfg.tracks}
-    ens = ensemble_test_rsum(res, mcfg, data)
+    models = {t: best_val_model(res, t, mcfg) for t in cfg.tracks}
+    per_track = {t: test_rsum_at_best_val(res, t, m, data) for t, m in models.items()}
+    # both tracks together (mean similarity), each at its best validation epoch
+    ens = evaluate_ensemble(list(models.values()), data.test_split()) if len(models) > 1 else None
     return {"detection_warmup": detection_at(res, "warmup"), "detection_final": detection_at(res, "final"),
             "detection_per_epoch": [{k: (v if k == "epoch" else round(float(v["auroc"]), 4))
                                      for k, v in d.items()} for d in res.detection],

@@ -30,7 +30,7 @@ def load_benchmark(name: str):
 
 
 @pytest.fixture(scope="module")
-def bench_module(request):
+def bench(request):
     """The benchmark module named by the test module's ``BENCHMARK``."""
     return load_benchmark(request.module.BENCHMARK)
 

@@ -11,11 +11,6 @@ from mdw_kit.distill.methods import METHODS
 BENCHMARK = "bench_distill"
 
 
-@pytest.fixture(scope="module")
-def bench(bench_module):
-    return bench_module
-
-
 def _cell(tmp_path: Path, spec) -> Path:
     d = tmp_path / "mdw-M100-abc"
     d.mkdir()

@@ -8,11 +8,6 @@ import pytest
 BENCHMARK = "bench_dual_track"
 
 
-@pytest.fixture(scope="module")
-def bench(bench_module):
-    return bench_module
-
-
 def _det(auroc: float) -> dict:
     m = {"auroc": auroc, "auroc_p_clean": auroc, "precision": 0.8, "recall": 0.9, "f1": 0.85,
          "true_residual_noise": 0.1}

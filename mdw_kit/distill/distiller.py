@@ -510,21 +510,15 @@ class Distiller:
         return float(evaluate_distilled(self.syn, model_cfg, self.val, self.val, seeds=seeds, cfg=ecfg)
                      ["val_mean"]["R-sum"])
 
-    def _start_pairs_state(self) -> dict[str, torch.Tensor]:
-        """The current state with the starting pixels and texts put back (``P~`` and rates kept)."""
-        state = {k: v.detach().clone() for k, v in self.syn.state_dict().items()}
-        pixels, text = self.syn.starting_pairs(self.real_images, self.real_text)
-        state["images"], state["text"] = pixels.to(self.device), text.to(self.device)
-        return state
-
     def _select(self, it: int) -> float:
-        """Score the current set (and, with ``select_start_pairs``, its start-pairs variant) on val;
-        keep a copy of the best candidate so far (earliest on ties, the set before its variant).
-        Returns the set's score."""
+        """Score the current set (and, with ``select_start_pairs``, its start-pairs variant: the
+        current ``P~`` and rates on the starting pixels and texts) on val; keep a copy of the best
+        candidate so far (earliest on ties, the set before its variant). Returns the set's score."""
         score = self._consider(it, "set", self.validation_rsum(), self.syn.state_dict())
         if self.cfg.select_start_pairs and it > 0:
-            variant = self._start_pairs_state()
             current = {k: v.detach().clone() for k, v in self.syn.state_dict().items()}
+            pixels, text = self.syn.starting_pairs(self.real_images, self.real_text)
+            variant = {**current, "images": pixels.to(self.device), "text": text.to(self.device)}
             self.syn.load_state_dict(variant)
             try:
                 variant_score = self.validation_rsum()
