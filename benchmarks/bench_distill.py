@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-epochs", type=int, help="epochs on a distilled set / coreset (default 150)")
     p.add_argument("--expert-epochs", type=int, help="epochs per expert track (default 10)")
     p.add_argument("--expert-runs", type=int, help="dual-track (and naive) runs per buffer (default 2; quick 1)")
+    p.add_argument("--expert-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other DualTrackConfig field for the dual-track experts, e.g. mode=weight "
+                        "(repeatable; the naive experts ignore the noise handling)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="buffers and cell results, reused across runs (default: cache_dir('bench_distill'))")
     p.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/distill.json)")
@@ -91,11 +94,11 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
         k, v = kv.split("=", 1)
         options[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false", "null") else v
     expert_epochs = args.expert_epochs or 10
-    if args.distill_option:
-        from mdw_kit.cli import parse_options  # imports torch: only when the flag is used
-        extra = parse_options(args.distill_option, "--distill-option")
-    else:
-        extra = {}
+    if args.distill_option or args.expert_option:
+        from mdw_kit.cli import parse_options  # imports torch: only when a flag is used
+    extra = parse_options(args.distill_option, "--distill-option") if args.distill_option else {}
+    # only when given, so the buffers and cells of runs without the flag keep their cache keys
+    expert_extra = {"options": parse_options(args.expert_option, "--expert-option")} if args.expert_option else {}
     distill = {"iterations": args.iterations or (60 if q else 150), "syn_steps": args.syn_steps or 10,
                "expert_epochs": 2, "max_start_epoch": args.max_start_epoch or max(1, min(5, expert_epochs - 2)),
                "batch_syn": args.batch_syn or 50}
@@ -103,7 +106,8 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
         "source": args.source, "source_options": options, "encoder": args.encoder, "noise_seed": 0,
         "model": {"tower": "convnet3", "image_size": int(options["image_size"]), "embed_dim": 256,
                   "text_head": "linear"},
-        "experts": {"epochs": expert_epochs, "warmup_epochs": 2, "num_runs": args.expert_runs or (1 if q else 2)},
+        "experts": {"epochs": expert_epochs, "warmup_epochs": 2, "num_runs": args.expert_runs or (1 if q else 2),
+                    **expert_extra},
         "distill": {**distill, **extra},
         "eval": {"epochs": args.eval_epochs or 150, "eval_every": 10,
                  "full_epochs": 10 if q else 20},
@@ -138,9 +142,15 @@ def model_config(settings: dict[str, Any], data) -> Any:
 
 
 def buffer_dirs(root: Path, settings: dict[str, Any], noise: float) -> dict[str, Path]:
-    key = short_hash({k: settings[k] for k in ("source", "source_options", "encoder", "noise_seed", "model",
-                                                 "experts")})
-    return {kind: root / "buffers" / f"noise{noise:g}" / f"{kind}-{key}" for kind in ("dual_track", "naive")}
+    """One folder per kind; the naive buffer's key leaves out the dual-track-only ``options``."""
+    out = {}
+    for kind in ("dual_track", "naive"):
+        experts = settings["experts"] if kind == "dual_track" else \
+            {k: v for k, v in settings["experts"].items() if k != "options"}
+        key = short_hash({**{k: settings[k] for k in ("source", "source_options", "encoder", "noise_seed", "model")},
+                          "experts": experts})
+        out[kind] = root / "buffers" / f"noise{noise:g}" / f"{kind}-{key}"
+    return out
 
 
 def ensure_buffers(root: Path, settings: dict[str, Any], noise: float, data=None) -> dict[str, Any]:
@@ -158,7 +168,9 @@ def ensure_buffers(root: Path, settings: dict[str, Any], noise: float, data=None
             except Exception as e:  # noqa: BLE001 - an unusable buffer is rebuilt (resumes its runs)
                 print(f"buffer {path} not usable ({e}); building", flush=True)
         e = settings["experts"]
-        cfg = DualTrackConfig(epochs=e["epochs"], warmup_epochs=e["warmup_epochs"], naive=kind == "naive")
+        options = {} if kind == "naive" else e.get("options", {})
+        cfg = DualTrackConfig(**{"epochs": e["epochs"], "warmup_epochs": e["warmup_epochs"], **options},
+                              naive=kind == "naive")
         images, text = train_pairs(data)
         t0 = time.perf_counter()
         print(f"building {kind} buffer at noise {noise:g} in {path}", flush=True)

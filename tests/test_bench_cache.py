@@ -73,3 +73,43 @@ def test_a_result_of_other_distillation_settings_is_moved_aside(bench, tmp_path)
     assert json.loads((dest / "result.json").read_text())["distill"]["config"]["select_epochs"] == 50
     d = _distill_cell(tmp_path, _config_now({"iterations": 10}))
     assert bench.retire_stale_cell(d, "mdw", 100, {"iterations": 20}) is not None
+
+
+def test_expert_options_key_only_the_dual_track_buffer(bench, tmp_path):
+    """``--expert-option`` gives the dual-track experts their own buffer; runs without it keep their
+    cache keys, and the naive buffer (no noise handling to configure) is shared."""
+    base = bench.build_settings(bench.parse_args(["--noise", "0.5"]))
+    assert "options" not in base["experts"]
+    opt = bench.build_settings(bench.parse_args(["--noise", "0.5", "--expert-option", "mode=weight",
+                                                 "--expert-option", "min_weight=0.01"]))
+    assert opt["experts"]["options"] == {"mode": "weight", "min_weight": 0.01}
+    a, b = bench.buffer_dirs(tmp_path, base, 0.5), bench.buffer_dirs(tmp_path, opt, 0.5)
+    assert a["naive"] == b["naive"]
+    assert a["dual_track"] != b["dual_track"]
+    assert bench.cell_dir(tmp_path, base, 0.5, "mdw", 100) != bench.cell_dir(tmp_path, opt, 0.5, "mdw", 100)
+
+
+def test_expert_options_reach_the_dual_track_config(bench, tmp_path, monkeypatch):
+    """Both buffers are built; only the dual-track one gets the options."""
+    from types import SimpleNamespace
+
+    import mdw_kit.distill.methods as methods_mod
+    import mdw_kit.experts.buffer as buffer_mod
+    built = {}
+
+    def fake_build(path, mcfg, images, text, cfg, runs, **kw):
+        built[path.name.split("-")[0]] = cfg
+        return "buffer"
+
+    monkeypatch.setattr(buffer_mod, "build_buffer", fake_build)
+    monkeypatch.setattr(methods_mod, "train_pairs", lambda d: (None, None))
+    monkeypatch.setattr(bench, "model_config", lambda s, d: None)
+    settings = bench.build_settings(bench.parse_args(["--noise", "0.5", "--expert-option", "mode=weight",
+                                                      "--expert-option", "min_weight=0.01"]))
+    data = SimpleNamespace(fingerprint=lambda: "f", encoder_name="e", train=SimpleNamespace(clean=None))
+    assert bench.ensure_buffers(tmp_path, settings, 0.5, data) == {"dual_track": "buffer", "naive": "buffer"}
+    dual, naive = built["dual_track"], built["naive"]
+    assert (dual.mode, dual.min_weight, dual.epochs, dual.naive) == ("weight", 0.01, 10, False)
+    from mdw_kit.experts.dual_track import DualTrackConfig
+    default = DualTrackConfig()
+    assert (naive.mode, naive.min_weight, naive.epochs, naive.naive) == (default.mode, default.min_weight, 10, True)
