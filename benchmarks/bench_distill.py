@@ -99,6 +99,10 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
     extra = parse_options(args.distill_option, "--distill-option") if args.distill_option else {}
     # only when given, so the buffers and cells of runs without the flag keep their cache keys
     expert_extra = {"options": parse_options(args.expert_option, "--expert-option")} if args.expert_option else {}
+    clash = sorted(set(expert_extra.get("options", {})) & {"epochs", "warmup_epochs", "naive", "num_runs"})
+    if clash:
+        raise SystemExit(f"error: --expert-option cannot set {', '.join(clash)} "
+                         "(use --expert-epochs / --expert-runs; the naive buffer is built alongside)")
     distill = {"iterations": args.iterations or (60 if q else 150), "syn_steps": args.syn_steps or 10,
                "expert_epochs": 2, "max_start_epoch": args.max_start_epoch or max(1, min(5, expert_epochs - 2)),
                "batch_syn": args.batch_syn or 50}

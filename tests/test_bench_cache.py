@@ -87,6 +87,8 @@ def test_expert_options_key_only_the_dual_track_buffer(bench, tmp_path):
     assert a["naive"] == b["naive"]
     assert a["dual_track"] != b["dual_track"]
     assert bench.cell_dir(tmp_path, base, 0.5, "mdw", 100) != bench.cell_dir(tmp_path, opt, 0.5, "mdw", 100)
+    with pytest.raises(SystemExit, match="cannot set epochs, naive"):
+        bench.build_settings(bench.parse_args(["--expert-option", "naive=true", "--expert-option", "epochs=3"]))
 
 
 def test_expert_options_reach_the_dual_track_config(bench, tmp_path, monkeypatch):
