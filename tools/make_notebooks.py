@@ -238,7 +238,7 @@ The benchmark (all of openmoji at 50% noise, 30 epochs, six seeds;
 
 To try one here, rerun the training cell with, for example,
 `cfg = DualTrackConfig(**{**cfg.to_dict(), "mode": "weight", "min_weight": 0.01})`.
-On this small subset the differences are within what a seed changes.
+The figures above come from that full benchmark, not from this subset and short run.
 '''),
     code(FOOTER),
 ]
