@@ -86,6 +86,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _options(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of a repeatable flag as a dict ({} when the flag is not used)."""
+    if not pairs:
+        return {}
+    from mdw_kit.cli import parse_options  # imports torch: only when the flag is used
+    return parse_options(pairs, flag)
+
+
 def build_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Everything that decides the results, as plain JSON."""
     q = args.quick
@@ -94,11 +102,9 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
         k, v = kv.split("=", 1)
         options[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false", "null") else v
     expert_epochs = args.expert_epochs or 10
-    if args.distill_option or args.expert_option:
-        from mdw_kit.cli import parse_options  # imports torch: only when a flag is used
-    extra = parse_options(args.distill_option, "--distill-option") if args.distill_option else {}
+    extra = _options(args.distill_option, "--distill-option")
     # only when given, so the buffers and cells of runs without the flag keep their cache keys
-    expert_extra = {"options": parse_options(args.expert_option, "--expert-option")} if args.expert_option else {}
+    expert_extra = {"options": _options(args.expert_option, "--expert-option")} if args.expert_option else {}
     clash = sorted(set(expert_extra.get("options", {})) & {"epochs", "warmup_epochs", "naive", "num_runs"})
     if clash:
         raise SystemExit(f"error: --expert-option cannot set {', '.join(clash)} "
@@ -145,16 +151,19 @@ def model_config(settings: dict[str, Any], data) -> Any:
     return ModelConfig(text_dim=data.text_dim, **settings["model"])
 
 
+def expert_settings(settings: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The expert settings that decide a ``kind`` buffer: the naive experts leave out the
+    dual-track-only ``options`` (they have no noise handling to configure)."""
+    e = settings["experts"]
+    return e if kind == "dual_track" else {k: v for k, v in e.items() if k != "options"}
+
+
 def buffer_dirs(root: Path, settings: dict[str, Any], noise: float) -> dict[str, Path]:
-    """One folder per kind; the naive buffer's key leaves out the dual-track-only ``options``."""
-    out = {}
-    for kind in ("dual_track", "naive"):
-        experts = settings["experts"] if kind == "dual_track" else \
-            {k: v for k, v in settings["experts"].items() if k != "options"}
-        key = short_hash({**{k: settings[k] for k in ("source", "source_options", "encoder", "noise_seed", "model")},
-                          "experts": experts})
-        out[kind] = root / "buffers" / f"noise{noise:g}" / f"{kind}-{key}"
-    return out
+    """One folder per kind, keyed by the data, the model and :func:`expert_settings`."""
+    base = {k: settings[k] for k in ("source", "source_options", "encoder", "noise_seed", "model")}
+    return {kind: root / "buffers" / f"noise{noise:g}" /
+            f"{kind}-{short_hash({**base, 'experts': expert_settings(settings, kind)})}"
+            for kind in ("dual_track", "naive")}
 
 
 def ensure_buffers(root: Path, settings: dict[str, Any], noise: float, data=None) -> dict[str, Any]:
@@ -171,9 +180,8 @@ def ensure_buffers(root: Path, settings: dict[str, Any], noise: float, data=None
                 continue
             except Exception as e:  # noqa: BLE001 - an unusable buffer is rebuilt (resumes its runs)
                 print(f"buffer {path} not usable ({e}); building", flush=True)
-        e = settings["experts"]
-        options = {} if kind == "naive" else e.get("options", {})
-        cfg = DualTrackConfig(**{"epochs": e["epochs"], "warmup_epochs": e["warmup_epochs"], **options},
+        e = expert_settings(settings, kind)
+        cfg = DualTrackConfig(**{"epochs": e["epochs"], "warmup_epochs": e["warmup_epochs"], **e.get("options", {})},
                               naive=kind == "naive")
         images, text = train_pairs(data)
         t0 = time.perf_counter()

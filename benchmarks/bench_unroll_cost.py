@@ -108,6 +108,11 @@ def variant_model(model, variant: str):
     return m  # "channels_last" changes the images only: the student's weights come from a flat vector
 
 
+def reference_variant(variants: list[str]) -> str:
+    """What gradients and plain steps are compared with: ``native`` when timed, else the first."""
+    return "native" if "native" in variants else variants[0]
+
+
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
@@ -154,7 +159,7 @@ def measure(args: argparse.Namespace) -> dict:
             times[v]["forward"].append(t1 - t0)
             times[v]["backward"].append(t2 - t1)
             times[v]["plain"].append(plain)
-    ref_v = "native" if "native" in grads else args.variants[0]
+    ref_v = reference_variant(args.variants)
     ref = grads[ref_v]
     rows = {}
     for v in args.variants:
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
     rows = measure(args)
-    first = "native" if "native" in rows else args.variants[0]
+    first = reference_variant(args.variants)
     print(f"{'variant':<14} {'plain s':>8} {'forward s':>10} {'backward s':>11} {'iter/plain':>11} "
           f"{'iter/' + first + ' plain':>20} {'grad diff':>10}")
     for v, r in rows.items():

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 
-
 def _json_object(text: str | None, flag: str) -> dict[str, Any]:
     """The JSON object given to ``flag`` ({} when not given); bad JSON is an error naming the flag."""
     if not text:
