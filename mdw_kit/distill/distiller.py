@@ -52,6 +52,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -92,6 +93,10 @@ class DistillConfig:
         lr_init: initial student rate ``eta`` (``None``: calibrated on the buffer, see
             :func:`~mdw_kit.distill.matching.calibrate_lr`).
         corr, corr_rank, corr_alpha: correspondence kind (``identity`` / ``full`` / ``lowrank``).
+        corr_form, corr_off_share: how logits become ``P~`` (``"exp"``: positive masses the loss
+            normalises, a softmax; ``"sigmoid"``: probabilities) and, for ``"exp"``, the share of a
+            row's normalised mass off the diagonal at the start (see
+            :mod:`mdw_kit.distill.correspondence`).
         ceo_beta, ceo_k, ceo_every, ceo_clip, ceo_method: CEO strength (0 = off), top-k texts per
             image, map refresh interval, clip of the pixel weights, map method (see
             :func:`~mdw_kit.distill.ceo.region_maps`).
@@ -142,6 +147,8 @@ class DistillConfig:
     corr: str = "full"
     corr_rank: int = 10
     corr_alpha: float = 1.0
+    corr_form: str = "exp"
+    corr_off_share: float = 0.02
     ceo_beta: float = 0.5
     ceo_k: int = 3
     ceo_every: int = 10
@@ -337,7 +344,8 @@ class Distiller:
         meta = {"config": cfg.to_dict(), "model_config": self._model_config_dict(),
                 "init": cfg.init, "num_real_pairs": int(len(self.real_images))}
         syn = DistilledSet.from_pairs(self.real_images, self.real_text, idx, corr=cfg.corr, rank=cfg.corr_rank,
-                                      alpha=cfg.corr_alpha, lr_init=cfg.lr_init or 0.01, meta=meta)
+                                      alpha=cfg.corr_alpha, lr_init=cfg.lr_init or 0.01, meta=meta,
+                                      corr_kw={"form": cfg.corr_form, "off_share": cfg.corr_off_share})
         self.syn = syn.to(self.device)
         if cfg.lr_init is None:
             lrs = calibrate_lr(self.model, self.syn, self._calibration_cases(), cfg.syn_steps,
@@ -629,7 +637,7 @@ class Distiller:
             tensors.update({f"best.{k}": v for k, v in self._best.items()})
         meta = {"iteration": self.iteration, "recoveries": self.recoveries, "config": self.cfg.to_dict(),
                 "syn_config": self.syn.config(), "optimisers": opt_meta, "history": self.history,
-                "selection": self.selection}
+                "selection": self.selection, "threads": torch.get_num_threads()}
         return self.run_dir.save_tensors(CHECKPOINT, tensors, meta)
 
     def _resume(self) -> bool:
@@ -637,6 +645,7 @@ class Distiller:
             return False
         tensors, meta = self.run_dir.load_tensors(CHECKPOINT)
         self._check_resume_config(meta.get("config", {}))
+        _warn_threads(self.run_dir, meta.get("threads"))
         syn_t = {k[len("syn."):]: v for k, v in tensors.items() if k.startswith("syn.")}
         self.syn = DistilledSet._from_saved(meta["syn_config"], syn_t, self.run_dir / CHECKPOINT).to(self.device)
         self._make_optimisers()
@@ -659,6 +668,16 @@ class Distiller:
         if diff:
             raise ArtifactError(f"{self.run_dir / CHECKPOINT}: checkpoint was written with other settings for "
                                 f"{diff}; use a new run folder or the same settings")
+
+
+def _warn_threads(run_dir: RunDir, saved: int | None) -> None:
+    """Say so (warning + log line) when a checkpoint is resumed with another torch thread count."""
+    now = torch.get_num_threads()
+    if saved is not None and int(saved) != now:
+        msg = (f"{run_dir / CHECKPOINT}: written with {saved} torch thread(s), resumed with {now}; "
+               "the remaining iterations may differ in the last digits from an uninterrupted run")
+        warnings.warn(msg, stacklevel=3)
+        run_dir.log(msg)
 
 
 def _opt_to_tensors(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
