@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -315,6 +316,7 @@ def plot_curves(history: Mapping[str, Any], title: str = "", xlabel: str = "") -
             ax.legend(fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -141,8 +141,8 @@ def test_monitor_accepts_core_callback_shapes():
     assert m.series["A/loss"] == [(1.0, 3.0), (2.0, 1.5), (3.0, 1.0)]
     assert m.series["detection/A/auroc"][-1] == (3.0, 0.8)
     assert "p_clean/A" not in m.series                  # tensors of many values are not curves
-    drawn = {tr.name: list(tr.y) for tr in m.pane.fig.data}
-    assert drawn["A/loss"] == [3.0, 1.5, 1.0] and "detection/B/auroc" in drawn and "A/val/R-sum" in drawn
+    drawn = {m.pane.fig.data[k].name + "@" + m.locate(n)[0]: list(m.pane.fig.data[k].y) for n, k in m._traces.items()}
+    assert drawn["A@loss"] == [3.0, 1.5, 1.0] and "B@auroc" in drawn and "A@R-sum" in drawn
     assert len(m.history()) == 9
     d = TrainingMonitor.for_distillation(verbose=False)
     d.callback(1, {"iteration": 1, "loss": 0.9, "eta_image": 0.01, "event": None})
@@ -155,7 +155,7 @@ def test_monitor_accepts_core_callback_shapes():
 def test_monitor_plain_fallback_prints(capsys):
     m = TrainingMonitor(panels=None, title="run", verbose=True)
     m.callback(5, {"matching_loss": 0.25})
-    assert "[run] step 5: matching_loss=0.25" in capsys.readouterr().out
+    assert "[run] step 5: matching_loss 0.25" in capsys.readouterr().out
     assert m.panel_names == ["matching_loss"]
 
 
@@ -277,6 +277,7 @@ def test_ablation_panel_runs_and_collects():
     assert "detail" not in p.results
     assert p.labels()[1].endswith("-ceo") and list(p.pane.fig.data[0].y) == [25, 25]
     assert "<table" in p.table.value and "done" in p.status.value
+    assert "ceo" not in p.table.value and "seconds" in p.table.value
 
 
 def test_ablation_panel_reports_failure():
@@ -340,7 +341,7 @@ def test_method_runner_runs_a_real_coreset_through_the_panel():
     panel.method.value = "random"
     assert all(w.disabled for w in panel.switches.values()) and "ceo" not in panel.config()
     row = panel.run()
-    assert row["run"] == "random" and 0.0 <= row["R-sum"] <= 600.0 and row["noise_rate"] == 0.5
+    assert row["method"] == "random" and row["description"] and 0.0 <= row["R-sum"] <= 600.0 and row["noise_rate"] == 0.5
     assert runner.data(0.5).train.noise_known and runner._needed("random") == []
     panel.method.value = "mdw"
     assert not any(w.disabled for w in panel.switches.values()) and panel.config()["ceo"] is True
@@ -366,3 +367,99 @@ def test_distilled_pointing_game_scores_map_peaks_on_named_boxes():
     assert game["named"] == 1.0 and game["num_images"] == 4  # clean captions name their own objects
     assert game["hits"][:2].all() and game["share"] <= 0.75 and game["share_named"] == game["share"]
     assert 0 < game["chance"] < 1
+
+
+# ---------------------------------------------------------------- issue-18 defects
+def test_monitor_legend_is_curve_names_and_status_skips_internals():
+    m = TrainingMonitor.for_dual_track(verbose=False)
+    for epoch in (1, 2, 3):
+        for track in ("A", "B"):
+            m.callback(track, epoch, None, {"epoch": epoch, "loss": 1.0, "lr": 0.03, "val": {"R-sum": 9.0, "TR@1": 1.0}})
+        m.callback(epoch, {"epoch": epoch, "gmm": {"A": {"separation": 2.0, "n_iter": 30}},
+                           "detection": {t: {"auroc": 0.7, "auroc_p_clean": 0.6, "precision": 0.5}
+                                         for t in ("A", "B", "consensus")}})
+    names = {tr.name for tr in m.pane.fig.data}
+    assert names == {"A", "B", "consensus"}                     # no internal series names
+    legend = [tr.name for tr in m.pane.fig.data if tr.showlegend]
+    assert sorted(legend) == ["A", "B", "consensus"]            # one legend entry per curve
+    assert len(m.pane.fig.data) == 7                            # loss x2, auroc x3, R-sum x2
+    assert "separation" not in m.status.value and "p_clean" not in m.status.value
+    assert "consensus auroc 0.7" in m.status.value
+    assert m.pane.fig.layout.xaxis.dtick == 1 and m.pane.fig.layout.xaxis.tickformat == "d"
+    assert "gmm/A/separation" in m.series                       # still recorded
+
+
+def test_distillation_monitor_without_evaluate_has_no_rsum_panel():
+    d = TrainingMonitor.for_distillation(verbose=False)
+    assert d.panel_names == ["loss", "eta"]
+    d.callback(1, {"loss": 2.1, "loss_image": 1.0, "loss_text": 1.1, "eta_image": 0.01, "eta_text": 0.02})
+    assert [tr.name for tr in d.pane.fig.data] == ["total", "image", "text", "image", "text"]
+    assert len(d.static_figure().axes) == 2
+    e = TrainingMonitor.for_distillation(verbose=False, evaluate=lambda: {"val": {"R-sum": 1.0}}, evaluate_every=1)
+    assert e.panel_names == ["loss", "eta", "R-sum"]
+
+
+def test_show_gives_one_output_with_static_fallback(monkeypatch):
+    """show() makes one output (widget + PNG fallback); snapshot() updates it in place."""
+    import IPython.display as D
+    calls = []
+
+    class Handle:
+        def update(self, obj, raw=False):
+            calls.append(("update", obj))
+
+    def fake_display(obj, raw=False, display_id=None):
+        calls.append(("display", obj))
+        return Handle()
+
+    monkeypatch.setattr(D, "display", fake_display)
+    m = TrainingMonitor.for_distillation(verbose=False)
+    m.show(static=False)
+    assert len(calls) == 1 and "image/png" not in calls[0][1]
+    assert "application/vnd.jupyter.widget-view+json" in calls[0][1]
+    m.callback(1, {"loss": 2.0})
+    m.snapshot()
+    assert len(calls) == 2 and calls[1][0] == "update" and "image/png" in calls[1][1]
+    assert calls[1][1]["application/vnd.jupyter.widget-view+json"] == calls[0][1]["application/vnd.jupyter.widget-view+json"]
+
+
+def test_noise_explorer_loss_view_rebuilds_panels(noise_table):
+    table, losses = noise_table
+    ex = NoiseExplorer(table, losses=losses)
+    ex.quantity.value = ex.quantity.options[1]
+    fig = ex.pane.fig
+    assert [a.text for a in fig.layout.annotations] == ["track A", "track B"]
+    assert "xaxis3" not in fig.layout.to_plotly_json()           # no third panel left over
+    assert fig.layout.shapes == () and ex.threshold_row.layout.display == "none"
+    assert {tr.xaxis for tr in fig.data} == {"x", "x2"}
+    assert ex.pane.widget in ex.children
+    ex.quantity.value = ex.quantity.options[0]
+    assert len(ex.pane.fig.layout.shapes) == 3 and ex.threshold_row.layout.display is None
+    assert [a.text for a in ex.pane.fig.layout.annotations] == ["track A", "track B", "track consensus"]
+
+
+def test_gallery_hides_filters_without_data_and_marks_flagged(pairs):
+    images, caps, split, noisy, p = pairs
+    g = PairGallery(images[:4], caps[:4], page_size=4)
+    assert g._filters == [] and len(g.children) == 2               # pager and grid only, nothing greyed out
+    h = PairGallery(images[:4], caps[:4], injected_noise=[True, False, False, True], noise_label="started mismatched")
+    assert h._filters == [h.noise_filter]
+    h.noise_filter.value = "started mismatched"
+    assert h.matches.tolist() == [0, 3]
+    assert "started mismatched" in h.grid.children[0].children[1].value
+    fig = h.static_figure()
+    assert "started mismatched" in fig.axes[0].get_title()
+
+
+def test_ablation_rows_name_the_method_that_ran():
+    from widgets.ablation import result_row
+
+    def run(method, budget, noise_rate, ceo=True, callback=None):
+        return {"run": method if ceo else f"{method}_no_ceo", "description": "d", "R-sum": 1.0, "time_s": 2.0}
+
+    p = AblationPanel(run, methods=["mdw"], switches=("ceo",), budgets=(10,))
+    p.switches["ceo"].value = False
+    row = p.run()
+    assert row["method"] == "mdw_no_ceo" and "time_s" not in row and "run" not in row
+    assert list(p.results.columns).count("seconds") == 1 and "R-sum sd" not in p.results
+    assert result_row({"method": "x"}, {"R-sum": 2.0}, 1.0)["method"] == "x"

@@ -79,27 +79,61 @@ def heavy(cls: type, **kw: Any) -> W.Widget:
 
 
 def static_enabled() -> bool:
-    """Show the static snapshot after each widget (``MDW_STATIC_FIGURES=0`` turns it off)."""
+    """Attach the static figure to each displayed widget (``MDW_STATIC_FIGURES=0`` turns it off)."""
     return os.environ.get("MDW_STATIC_FIGURES", "1") != "0"
 
 
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def widget_bundle(widget: W.Widget, png: bytes | None) -> dict[str, Any]:
+    """One display bundle: the live widget view plus, where given, its static PNG.
+
+    A frontend that renders widgets shows the widget only (its MIME type ranks first); one that
+    does not (an exported HTML page, a notebook viewer) shows the PNG, so each view appears once.
+
+    Example:
+        >>> sorted(widget_bundle(W.Button(), b"png"))
+        ['application/vnd.jupyter.widget-view+json', 'image/png', 'text/plain']
+    """
+    import base64
+    bundle = dict(widget._repr_mimebundle_())
+    if png is not None:
+        bundle["image/png"] = base64.b64encode(png).decode()
+    return bundle
+
+
 class StaticFigureMixin:
-    """``show()``: display the live widget, then its static figure (what a saved notebook keeps)."""
+    """``show()``: one output holding the live widget and, as its fallback, its static figure.
+
+    :meth:`snapshot` refreshes that fallback in place (after a live run ends), so a saved or
+    exported notebook keeps the final state without showing the view twice.
+    """
+
+    _display_handle: Any = None
 
     def static_figure(self) -> Figure:  # pragma: no cover - every widget overrides
         raise NotImplementedError
 
+    def _bundle(self, static: bool) -> dict[str, Any]:
+        return widget_bundle(self, figure_png(self.static_figure()) if static else None)
+
     def show(self, static: bool | None = None) -> "StaticFigureMixin":
-        """Display the widget and (unless ``static=False`` or ``MDW_STATIC_FIGURES=0``) its snapshot."""
+        """Display the widget, its static figure attached as the fallback (unless ``static=False``
+        or ``MDW_STATIC_FIGURES=0``)."""
         from IPython.display import display
-        display(self)
-        if static_enabled() if static is None else static:
-            self.snapshot()
+        self._static = static_enabled() if static is None else bool(static)
+        self._display_handle = display(self._bundle(self._static), raw=True, display_id=True)
         return self
 
     def snapshot(self) -> Figure:
-        """Display the static figure of the current state now (e.g. after a live run ends)."""
-        return show_static(self.static_figure())
+        """Refresh the static fallback of the displayed widget with the current state (a new
+        static output when the widget was not shown with :meth:`show`); returns the figure."""
+        fig = self.static_figure()
+        if self._display_handle is not None:
+            self._display_handle.update(widget_bundle(self, figure_png(fig)), raw=True)
+            return fig
+        return show_static(fig)
 
 
 class PlotPane:

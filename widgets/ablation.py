@@ -17,6 +17,7 @@ Example:
 """
 from __future__ import annotations
 
+import html
 import inspect
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -146,10 +147,29 @@ class MethodRunner:
             callback(f"running {name}", None)
         r = run_method(name, self.data(noise_rate), budget, buffers=buffers, distill=self.distill,
                        eval_cfg=self.eval_cfg, seeds=self.seeds, model_cfg=self.model_cfg)
-        out = {"run": name, **{k: r["mean"][k] for k in ("R-sum", "TR@1", "IR@1") if k in r["mean"]}}
-        out["R-sum sd"] = r["sd"].get("R-sum")
-        out["time_s"] = round(float(r["time_s"]), 1)
+        out = {"run": name, "description": self.describe(name),
+               **{k: r["mean"][k] for k in ("R-sum", "TR@1", "IR@1") if k in r["mean"]}}
+        if len(self.seeds) > 1:
+            out["R-sum sd"] = r["sd"].get("R-sum")
         return out
+
+    def describe(self, name: str) -> str:
+        """The registry's one-line description of a method (empty when it has none)."""
+        spec = self.registry.get(name)
+        return getattr(spec, "description", "") or ""
+
+
+def result_row(cfg: Mapping[str, Any], metrics: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+    """One table row: ``method`` is the method that ran (an ablation's own name, from the result's
+    ``run``), then the settings, the scalar metrics and the wall time in ``seconds``.
+
+    Example:
+        >>> result_row({"method": "mdw", "budget": 10, "ceo": False}, {"run": "mdw_no_ceo", "R-sum": 5.0,
+        ...            "time_s": 3.0, "detail": {}}, 4.04)
+        {'method': 'mdw_no_ceo', 'budget': 10, 'ceo': False, 'R-sum': 5.0, 'seconds': 4.0}
+    """
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list)) and k not in ("run", "time_s")}
+    return {**cfg, "method": metrics.get("run", cfg.get("method")), **scalars, "seconds": round(float(seconds), 1)}
 
 
 def _default_runner() -> tuple[Callable[..., Mapping[str, Any]], Sequence[str]]:
@@ -193,6 +213,7 @@ class AblationPanel(StaticFigureMixin, W.VBox):
         lo, hi, step = noise_rates
         self.noise = heavy(W.FloatSlider, value=float(noise_rate), min=lo, max=hi, step=step,
                            description="noise rate", readout_format=".2f")
+        self.about = W.HTML(layout=W.Layout(margin="0 0 0 10px"))
         self.method.observe(lambda _: self._enable_switches(), names="value")
         self._enable_switches()
         self.button = W.Button(description="run", button_style="primary", icon="play")
@@ -202,14 +223,20 @@ class AblationPanel(StaticFigureMixin, W.VBox):
         self.table = W.HTML()
         self.results = pd.DataFrame()
         self.pane = PlotPane(self._figure())
-        self.children = [W.HBox([self.method, self.budget, self.noise]), W.HBox(list(self.switches.values())),
+        self.children = [W.HBox([self.method, self.budget, self.noise]), self.about,
+                         W.HBox(list(self.switches.values())),
                          W.HBox([self.button, self.status]), self.out, self.table, self.pane.widget]
         self.add_class("mdw-ablation-panel")
 
     def _enable_switches(self) -> None:
+        """Show the switches only for methods that have them; describe the chosen method."""
         on = self.switchable is None or self.method.value in self.switchable
         for w in self.switches.values():
             w.disabled = not on
+            w.layout.display = None if on else "none"
+        describe = getattr(self.run_fn, "describe", None)
+        text = describe(self.method.value) if callable(describe) else ""
+        self.about.value = f"<i>{html.escape(text)}</i>" if text else ""
 
     def config(self) -> dict[str, Any]:
         """The configuration the controls describe (switches only where the method has them)."""
@@ -244,8 +271,7 @@ class AblationPanel(StaticFigureMixin, W.VBox):
             raise
         finally:
             self.button.disabled = False
-        row = {**cfg, **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))},
-               "seconds": round(time.perf_counter() - t0, 1)}
+        row = result_row(cfg, metrics, time.perf_counter() - t0)
         self.results = pd.concat([self.results, pd.DataFrame([row])], ignore_index=True)
         self.status.value = f"done in {row['seconds']} s: {self.metric} = {row.get(self.metric, 'n/a')}"
         self._update_views()
@@ -256,7 +282,8 @@ class AblationPanel(StaticFigureMixin, W.VBox):
         out = []
         for _, r in self.results.iterrows():
             off = [s for s in self.switches if s in r and not bool(r[s])]
-            out.append(f"{r['method']} M={r['budget']} r={r['noise_rate']:.1f}" + (f" -{'-'.join(off)}" if off else ""))
+            suffix = f" -{'-'.join(off)}" if off and "_no_" not in str(r["method"]) else ""
+            out.append(f"{r['method']} M={r['budget']} r={r['noise_rate']:.1f}{suffix}")
         return out
 
     def _figure(self) -> Any:
@@ -267,7 +294,8 @@ class AblationPanel(StaticFigureMixin, W.VBox):
         return fig
 
     def _update_views(self) -> None:
-        self.table.value = self.results.to_html(index=False, float_format=lambda v: f"{v:.2f}")
+        shown = self.results.drop(columns=[s for s in self.switches if s in self.results])
+        self.table.value = shown.to_html(index=False, float_format=lambda v: f"{v:.1f}")
         ys = self.results[self.metric].tolist() if self.metric in self.results else [0] * len(self.results)
         with self.pane.batch():
             self.pane.fig.data[0].update(x=self.labels(), y=ys)

@@ -21,9 +21,6 @@ from matplotlib.figure import Figure
 from mdw_kit.viz import plot_pairs
 from widgets._static import StaticFigureMixin, heavy, image_widget, png_bytes
 
-NOISE_CHOICES = ("all", "injected noise", "clean")
-
-
 def _vector(x: Any, n: int, name: str, dtype: Any) -> np.ndarray | None:
     if x is None:
         return None
@@ -44,13 +41,17 @@ class PairGallery(StaticFigureMixin, W.VBox):
         injected_noise: ``[P]`` True where noise gave the pair a wrong caption, or None.
         p_clean: ``[P]`` predicted clean probability (NaN where unscored), or None.
         page_size, ncols: grid shape.
+        noise_label: what a flagged pair is called (the filter choice and the red tag), e.g.
+            ``"started mismatched"`` for synthetic pairs whose starting pair carried a wrong caption.
+
+    A filter whose data is missing (no split, no noise flag, no scores) is not shown.
 
     State: :attr:`matches` (pairs passing the filters), :attr:`page`, :meth:`page_pairs`.
     """
 
     def __init__(self, images: torch.Tensor, captions: Sequence[str], pair_image: Any = None,
                  split: Any = None, injected_noise: Any = None, p_clean: Any = None,
-                 page_size: int = 12, ncols: int = 4, title: str = "pairs"):
+                 page_size: int = 12, ncols: int = 4, title: str = "pairs", noise_label: str = "injected noise"):
         super().__init__()
         n = len(captions)
         self.images, self.captions, self.title = images, list(captions), title
@@ -59,13 +60,14 @@ class PairGallery(StaticFigureMixin, W.VBox):
         self.noisy = _vector(injected_noise, n, "injected_noise", bool)
         self.p_clean = _vector(p_clean, n, "p_clean", np.float64)
         self.page_size, self.ncols, self.page = int(page_size), int(ncols), 0
+        self.noise_label = noise_label
         self.restrict: np.ndarray | None = None
         self._restrict_label = ""
         self._build_controls()
         self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f"repeat({self.ncols}, 1fr)",
                                               grid_gap="6px"))
-        self.children = [W.HBox(self._filters), W.HBox([self.prev_btn, self.page_label, self.next_btn,
-                                                        self.clear_btn]), self.grid]
+        pager = W.HBox([self.prev_btn, self.page_label, self.next_btn, self.clear_btn])
+        self.children = ([W.HBox(self._filters)] if self._filters else []) + [pager, self.grid]
         self.add_class("mdw-pair-gallery")
         self.refresh()
 
@@ -92,12 +94,13 @@ class PairGallery(StaticFigureMixin, W.VBox):
     def _build_controls(self) -> None:
         splits = ["all"] + ([] if self.split is None else sorted(set(self.split.tolist())))
         self.split_filter = W.Dropdown(options=splits, value="all", description="split",
-                                       disabled=self.split is None, layout=W.Layout(width="180px"))
-        self.noise_filter = W.Dropdown(options=NOISE_CHOICES, value="all", description="pairs",
-                                       disabled=self.noisy is None, layout=W.Layout(width="230px"))
+                                       layout=W.Layout(width="180px"))
+        self.noise_filter = W.Dropdown(options=("all", self.noise_label, "clean"), value="all",
+                                       description="pairs", layout=W.Layout(width="260px"))
         self.p_range = heavy(W.FloatRangeSlider, value=(0.0, 1.0), min=0.0, max=1.0, step=0.01,
-                             description="p(clean)", disabled=self.p_clean is None, readout_format=".2f")
-        self._filters = [self.split_filter, self.noise_filter, self.p_range]
+                             description="p(clean)", readout_format=".2f")
+        present = (self.split is not None, self.noisy is not None, self.p_clean is not None)
+        self._filters = [w for w, ok in zip((self.split_filter, self.noise_filter, self.p_range), present) if ok]
         for w in self._filters:
             w.observe(self._on_filter, names="value")
         self.prev_btn = W.Button(description="previous", icon="arrow-left", layout=W.Layout(width="110px"))
@@ -120,7 +123,7 @@ class PairGallery(StaticFigureMixin, W.VBox):
         if self.split is not None and self.split_filter.value != "all":
             keep &= self.split == self.split_filter.value
         if self.noisy is not None and self.noise_filter.value != "all":
-            keep &= self.noisy if self.noise_filter.value == "injected noise" else ~self.noisy
+            keep &= self.noisy if self.noise_filter.value == self.noise_label else ~self.noisy
         if self.p_clean is not None and tuple(self.p_range.value) != (0.0, 1.0):
             lo, hi = self.p_range.value
             with np.errstate(invalid="ignore"):
@@ -160,7 +163,7 @@ class PairGallery(StaticFigureMixin, W.VBox):
             bits.append(f"p={self.p_clean[p]:.2f}")
         noisy = self.noisy is not None and bool(self.noisy[p])
         if noisy:
-            bits.append("<span style='color:#c00'>noise</span>")
+            bits.append(f"<span style='color:#c00'>{html.escape(self.noise_label)}</span>")
         text = W.HTML(f"<div style='font-size:11px;line-height:1.2'>{' '.join(bits)}<br>"
                       f"{html.escape(self.captions[p])}</div>", layout=W.Layout(width="150px"))
         border = "3px solid #d33" if noisy else "1px solid #ccc"
@@ -179,7 +182,7 @@ class PairGallery(StaticFigureMixin, W.VBox):
         self.next_btn.disabled = self.page >= self.n_pages - 1
 
     def static_figure(self) -> Figure:
-        """The current page as a matplotlib grid (red frames on injected noise)."""
+        """The current page as a matplotlib grid (red frames on flagged pairs)."""
         shown = self.page_pairs()
         if len(shown) == 0:
             fig = Figure(figsize=(4, 1))
@@ -188,5 +191,7 @@ class PairGallery(StaticFigureMixin, W.VBox):
         titles = [f"#{p}" + ("" if self.p_clean is None or not np.isfinite(self.p_clean[p])
                              else f" p={self.p_clean[p]:.2f}") for p in shown]
         flags = None if self.noisy is None else [bool(self.noisy[p]) for p in shown]
+        titles = [t + (f" ({self.noise_label})" if flags is not None and f else "") for t, f in
+                  zip(titles, flags or [False] * len(titles))]
         return plot_pairs([self.images[self.pair_image[p]] for p in shown],
                           [self.captions[p] for p in shown], titles=titles, ncols=self.ncols, flags=flags)

@@ -10,8 +10,10 @@ accepts the shapes the core uses:
 Nested dicts are flattened: ``{"A": {"auroc": 0.9}}`` becomes the curve ``A`` on
 the panel ``auroc``. The last key names the panel, the keys before it the curve,
 so track A and track B share one panel. A name ``panel_curve`` whose prefix is
-a chosen panel joins it (``eta_image`` and ``eta_text`` share the panel ``eta``). Outside a notebook the monitor prints
-one line per call instead of drawing.
+a panel in ``joins`` joins it (``eta_image`` and ``eta_text`` share the panel ``eta``). Only the
+curves of the chosen panels are drawn, named by their curve (``A``, ``consensus``, ``image``) with
+one colour per name across panels; everything else is kept in :attr:`series`. Outside a
+notebook the monitor prints one line per call instead of drawing.
 
 Example:
     >>> m = TrainingMonitor(panels=("loss", "auroc"), verbose=False)
@@ -35,6 +37,8 @@ from widgets._static import PlotPane, StaticFigureMixin, in_notebook
 
 DUAL_TRACK_PANELS = ("loss", "auroc", "R-sum")
 DISTILL_PANELS = ("loss", "eta", "R-sum")
+JOINS = ("loss", "eta")
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 SKIP_KEYS = ("epoch", "iteration", "step", "time", "seconds")
 
 
@@ -75,6 +79,20 @@ def split_name(name: str) -> tuple[str, str]:
     return parts[-1], "/".join(parts[:-1])
 
 
+def step_ticks(steps: Sequence[float]) -> dict[str, Any]:
+    """Plotly x-axis settings for integer steps: a tick per step up to 12 steps, whole numbers after.
+
+    Example:
+        >>> step_ticks([1, 2, 3])
+        {'tickformat': 'd', 'dtick': 1, 'tick0': 0}
+        >>> step_ticks(range(100))
+        {'tickformat': 'd', 'dtick': None, 'tick0': 0}
+    """
+    steps = list(steps)
+    span = (max(steps) - min(steps)) if steps else 0
+    return {"tickformat": "d", "dtick": 1 if span <= 12 else None, "tick0": 0}
+
+
 class TrainingMonitor(StaticFigureMixin, W.VBox):
     """Live training curves, one panel per metric.
 
@@ -86,12 +104,15 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
         step_name: what a step is (``"epoch"``, ``"iteration"``), for the axes.
         evaluate: optional ``evaluate() -> {name: value}`` run every ``evaluate_every`` steps (and
             logged at that step), e.g. a quick validation R-sum of the current distilled set.
+        joins: panels that ``panel_curve`` names join (``loss_image`` is the curve ``image`` of ``loss``).
     """
 
     def __init__(self, panels: Sequence[str] | None = DUAL_TRACK_PANELS, title: str = "training",
                  verbose: bool | None = None, step_name: str = "step",
-                 evaluate: Callable[[], Mapping[str, float]] | None = None, evaluate_every: int = 0):
+                 evaluate: Callable[[], Mapping[str, float]] | None = None, evaluate_every: int = 0,
+                 joins: Sequence[str] = JOINS):
         super().__init__()
+        self.joins = tuple(joins)
         self.step_name = step_name
         self.evaluate, self.evaluate_every = evaluate, int(evaluate_every)
         self.panel_names: list[str] | None = None if panels is None else list(panels)
@@ -99,6 +120,7 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
         self.series: dict[str, list[tuple[float, float]]] = {}
         self.rows: list[dict[str, Any]] = []
         self._traces: dict[str, int] = {}
+        self._curve_colours: dict[str, str] = {}
         self.status = W.HTML(f"<b>{title}</b>: waiting for the first callback")
         self.pane: PlotPane | None = None
         self.children = [self.status]
@@ -112,9 +134,18 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
         return cls(panels=DUAL_TRACK_PANELS, title="dual-track training", step_name="epoch", **kw)
 
     @classmethod
-    def for_distillation(cls, **kw: Any) -> "TrainingMonitor":
-        """Panels: matching loss (total and per tower group), learned student rates, evaluation R-sum."""
-        return cls(panels=DISTILL_PANELS, title="distillation", step_name="iteration", **kw)
+    def for_distillation(cls, rsum: bool | None = None, **kw: Any) -> "TrainingMonitor":
+        """Panels: matching loss (total and per tower group), learned student rates and, where there
+        is one (``evaluate`` given, or ``rsum=True`` for a distiller that scores on validation), the
+        evaluation R-sum.
+
+        Example:
+            >>> TrainingMonitor.for_distillation(verbose=False).panel_names
+            ['loss', 'eta']
+        """
+        rsum = kw.get("evaluate") is not None if rsum is None else rsum
+        panels = DISTILL_PANELS if rsum else tuple(p for p in DISTILL_PANELS if p != "R-sum")
+        return cls(panels=panels, title="distillation", step_name="iteration", **kw)
 
     # ------------------------------------------------------------ callbacks
     def callback(self, *args: Any, **kwargs: Any) -> None:
@@ -146,7 +177,7 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
             self.panel_names = sorted({split_name(n)[0] for n in values})
             self._build_pane()
         self._draw(values)
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:8])
+        shown = self.status_text(values)
         self.status.value = f"<b>{self.title}</b> {self.step_name} {step:g}: {shown}"
         if self.verbose:
             print(f"[{self.title}] {self.step_name} {step:g}: {shown}", flush=True)
@@ -162,12 +193,38 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
         self.children = [self.status, self.pane.widget]
 
     def locate(self, name: str) -> tuple[str, str]:
-        """``(panel, curve)`` of a series; ``panel_curve`` joins a chosen ``panel`` when there is one."""
+        """``(panel, curve)`` of a series; ``panel_curve`` joins a chosen ``panel`` in :attr:`joins`.
+
+        Example:
+            >>> m = TrainingMonitor.for_distillation(verbose=False)
+            >>> m.locate("loss"), m.locate("loss_image"), m.locate("val/R-sum")
+            (('loss', 'total'), ('loss', 'image'), ('R-sum', 'val'))
+        """
         panel, curve = split_name(name)
         head, _, tail = panel.partition("_")
-        if self.panel_names and panel not in self.panel_names and tail and head in self.panel_names:
+        if self.panel_names and panel not in self.panel_names and tail and head in self.panel_names \
+                and head in self.joins:
             return head, tail if curve == panel else f"{curve}/{tail}"
-        return panel, curve
+        return panel, "total" if curve == panel and panel in self.joins else curve
+
+    def drawn(self, name: str) -> bool:
+        """True when the series ``name`` belongs to a chosen panel (it is drawn)."""
+        return bool(self.panel_names) and self.locate(name)[0] in self.panel_names
+
+    def status_text(self, values: Mapping[str, float]) -> str:
+        """The drawn values of one call, short: ``A loss 1.2, consensus auroc 0.81``.
+
+        Example:
+            >>> m = TrainingMonitor.for_dual_track(verbose=False)
+            >>> m.status_text({"detection/A/auroc": 0.8, "gmm/A/separation": 2.0})
+            'A auroc 0.8'
+        """
+        shown = [(self.locate(n), v) for n, v in values.items() if self.drawn(n)] if self.panel_names \
+            else [(split_name(n), v) for n, v in values.items()]
+        return ", ".join(f"{p} {v:.4g}" if c in (p, "total") else f"{c} {p} {v:.4g}" for (p, c), v in shown[:8])
+
+    def _colour(self, curve: str) -> str:
+        return self._curve_colours.setdefault(curve, COLOURS[len(self._curve_colours) % len(COLOURS)])
 
     def _draw(self, values: Mapping[str, float]) -> None:
         if self.pane is None or not self.panel_names:
@@ -180,11 +237,14 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
                 xs, ys = zip(*self.series[name])
                 if name not in self._traces:
                     col = self.panel_names.index(panel) + 1
-                    self.pane.fig.add_scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name,
-                                              row=1, col=col)
+                    first = curve not in {self.pane.fig.data[k].name for k in self._traces.values()}
+                    self.pane.fig.add_scatter(x=list(xs), y=list(ys), mode="lines+markers", name=curve,
+                                              legendgroup=curve, showlegend=first,
+                                              line=dict(color=self._colour(curve)), row=1, col=col)
                     self._traces[name] = len(self.pane.fig.data) - 1
                 else:
                     self.pane.fig.data[self._traces[name]].update(x=list(xs), y=list(ys))
+            self.pane.fig.update_xaxes(**step_ticks([x for v in self.series.values() for x, _ in v]))
         self.pane.refresh()
 
     def plotted(self) -> list[str]:
@@ -198,7 +258,7 @@ class TrainingMonitor(StaticFigureMixin, W.VBox):
     def static_figure(self, names: Iterable[str] | None = None) -> Figure:
         """The curves as matplotlib, one axis per panel (all series when no panels were chosen)."""
         if names is None:
-            names = self.plotted() or sorted(self.series)
+            names = self.plotted() or [n for n in sorted(self.series) if not self.panel_names or self.drawn(n)]
         by_panel: dict[str, dict[str, list[tuple[float, float]]]] = {}
         for n in names:
             panel, curve = self.locate(n)

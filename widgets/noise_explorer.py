@@ -113,9 +113,8 @@ class NoiseExplorer(StaticFigureMixin, W.VBox):
         self.pane = PlotPane(self._figure())
         self.quantity.observe(lambda _: self._redraw(), names="value")
         self.threshold.observe(lambda _: self._update_threshold(), names="value")
-        parts = [W.HBox([self.quantity]), self.pane.widget, W.HBox([self.threshold]), self.stats,
-                 self.selection_label, self.out]
-        self.children = parts + ([gallery] if gallery is not None else [])
+        self.threshold_row = W.HBox([self.threshold])
+        self.children = self._parts()
         self.add_class("mdw-noise-explorer")
         self._attach_clicks()
         self._update_threshold()
@@ -193,13 +192,17 @@ class NoiseExplorer(StaticFigureMixin, W.VBox):
             fig.add_scatter(x=xs, y=dens[:, k], mode="lines", name=name, showlegend=col == 1,
                             line=dict(width=2, dash="dot"), meta={"panel": panel, "group": name}, row=1, col=col)
 
+    def _parts(self) -> list[W.Widget]:
+        parts = [W.HBox([self.quantity]), self.pane.widget, self.threshold_row, self.stats,
+                 self.selection_label, self.out]
+        return parts + ([self.gallery] if self.gallery is not None else [])
+
     def _redraw(self) -> None:
-        new = self._figure()
-        with self.pane.batch():
-            self.pane.fig.data = []
-            self.pane.fig.layout = new.layout
-            for tr in new.data:
-                self.pane.fig.add_trace(tr)
+        """A new figure for the chosen quantity (a fresh pane: the panels and axes differ per view);
+        the threshold row shows only on the clean-probability view, where the threshold is drawn."""
+        self.pane = PlotPane(self._figure())
+        self.threshold_row.layout.display = None if self.quantity.value == PROB else "none"
+        self.children = self._parts()
         self._attach_clicks()
         self._update_threshold()
 
