@@ -78,6 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", default="openmoji", help="data source (openmoji; shapes for a smoke run)")
     p.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
                    help="source option, repeatable (default image_size=32)")
+    p.add_argument("--tower", default="efficientnet_lite0",
+                   help="image tower (default efficientnet_lite0, ImageNet weights; convnet3 = from scratch)")
+    p.add_argument("--train-layers", default=None,
+                   help="trainable part of a pretrained tower (default none: frozen backbone, cached features)")
     p.add_argument("--encoder", default="minilm", help="frozen text encoder (minilm; hash for a smoke run)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
     p.add_argument("--skip-costs", action="store_true", help="skip the iteration-cost and memory probes")
@@ -97,7 +101,7 @@ def _options(pairs: list[str], flag: str) -> dict[str, Any]:
 def build_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Everything that decides the results, as plain JSON."""
     q = args.quick
-    options = {"image_size": 32}
+    options = {"image_size": 32 if args.tower.startswith("convnet") else 64}
     for kv in args.source_option:
         k, v = kv.split("=", 1)
         options[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false", "null") else v
@@ -114,8 +118,9 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
                "batch_syn": args.batch_syn or 50}
     return {
         "source": args.source, "source_options": options, "encoder": args.encoder, "noise_seed": 0,
-        "model": {"tower": "convnet3", "image_size": int(options["image_size"]), "embed_dim": 256,
-                  "text_head": "linear"},
+        "model": {"tower": args.tower, "image_size": int(options["image_size"]), "embed_dim": 256,
+                  "text_head": "linear",
+                  **({} if args.tower.startswith("convnet") else {"train_layers": args.train_layers or "none"})},
         "experts": {"epochs": expert_epochs, "warmup_epochs": 2, "num_runs": args.expert_runs or (1 if q else 2),
                     **expert_extra},
         "distill": {**distill, **extra},
@@ -141,9 +146,12 @@ def work_dir(args: argparse.Namespace) -> Path:
 
 # ------------------------------------------------------------------ data and buffers
 def load_data(settings: dict[str, Any], noise: float):
+    """The bundle of one noise rate, with the frozen backbone's features attached (cached on disk)."""
+    from mdw_kit.features import with_features
     from mdw_kit.pipeline import prepare_data
-    return prepare_data(settings["source"], noise=noise, noise_seed=settings["noise_seed"],
+    data = prepare_data(settings["source"], noise=noise, noise_seed=settings["noise_seed"],
                         source_options=settings["source_options"], encoder=settings["encoder"])
+    return with_features(data, model_config(settings, data))
 
 
 def model_config(settings: dict[str, Any], data) -> Any:
@@ -236,7 +244,7 @@ def _probe_distiller(root: Path, settings: dict[str, Any], mode: str, syn_steps:
     over = dict(settings["distill"], syn_steps=syn_steps, mode=mode, lr_init=0.01, progress=False,
                 checkpoint_every=0, save_maps_every=0)
     cfg = get_method("mdw").distill_config(budget, over)
-    images, text = train_pairs(data)
+    images, text = train_pairs(data, pixels=True)
     dist = Distiller(cfg, buf, model_config(settings, data), images, text)
     dist.initialise()
     return dist

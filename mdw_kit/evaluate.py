@@ -148,7 +148,7 @@ def embed_split(model: nn.Module, ds: PairDataset, text_emb: torch.Tensor,
     """
     text_emb = torch.as_tensor(text_emb)
     _check_split_text(ds, text_emb)
-    return embed_arrays(model, ds.images, text_emb, batch_size)
+    return embed_arrays(model, ds.image_inputs(), text_emb, batch_size)
 
 
 def evaluate_arrays(model: nn.Module, images: torch.Tensor, text_emb: torch.Tensor,
@@ -211,7 +211,7 @@ def _split_arrays(split: Split) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     if _is_dataset_split(split):
         ds, text = split[0], torch.as_tensor(split[1])
         _check_split_text(ds, text)
-        return ds.images, text, ds.pair_image
+        return ds.image_inputs(), text, ds.pair_image
     if isinstance(split, (tuple, list)) and len(split) == 3:
         return split[0], torch.as_tensor(split[1]), split[2]
     raise TypeError("an evaluation split must be (PairDataset, text_emb) or "

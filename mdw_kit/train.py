@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mdw_kit.models.retrieval import is_stem_features
 from mdw_kit.utils import pick_device, progress
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -135,7 +136,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _check_pairs(images: torch.Tensor, text_emb: torch.Tensor, **per_pair: torch.Tensor | None) -> None:
     n = int(images.shape[0])
-    if images.ndim != 4 or images.shape[1] != 3:
+    if images.ndim != 4 or (images.shape[1] != 3 and not is_stem_features(images)):
         raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
     if text_emb.ndim != 2 or int(text_emb.shape[0]) != n:
         raise ValueError(f"text_emb must be [N={n}, d], got {tuple(text_emb.shape)}")

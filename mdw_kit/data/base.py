@@ -45,6 +45,10 @@ class PairDataset:
         boxes: optional per-image list of objects ``{"label": str, "box": [x0, y0, x1, y1]}``
             in pixel coordinates of ``images`` (the ``shapes`` source fills it).
         meta: free-form description (source name and options, noise rate and seed).
+        features: optional frozen-backbone features of ``images`` (one row per image, as
+            :class:`~mdw_kit.models.retrieval.StemFeatures`), set by
+            :func:`mdw_kit.features.with_features`; :meth:`image_inputs` and :meth:`pair_inputs`
+            then give models these instead of pixels.
     """
 
     images: torch.Tensor
@@ -57,6 +61,7 @@ class PairDataset:
     noise_known: bool = False
     boxes: list[list[dict[str, Any]]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    features: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.image_split = np.asarray(self.image_split, dtype=object)
@@ -91,6 +96,8 @@ class PairDataset:
             if not isinstance(c, str) or not c.strip():
                 raise DataError(f"field 'captions': row {p} (image '{self.image_ids[int(self.pair_image[p])]}') "
                                 "has an empty caption")
+        if self.features is not None and int(self.features.shape[0]) != n_img:
+            raise DataError(f"field 'features': {int(self.features.shape[0])} rows disagree with {n_img} images")
         if self.boxes is not None and len(self.boxes) != n_img:
             raise DataError(f"field 'boxes': length {len(self.boxes)} disagrees with {n_img} images")
 
@@ -119,6 +126,22 @@ class PairDataset:
     def image_pixels(self) -> torch.Tensor:
         """Float pixels in ``[0, 1]`` of all unique images."""
         return self.images.float().div(255.0)
+
+    def image_inputs(self) -> torch.Tensor:
+        """What a model takes for every unique image: cached backbone features, else uint8 pixels."""
+        return self.images if self.features is None else self.features
+
+    def pair_inputs(self, idx: torch.Tensor | np.ndarray | list[int] | None = None) -> torch.Tensor:
+        """Model inputs of the images of pairs ``idx`` (all pairs by default): features or uint8 pixels.
+
+        Example:
+            >>> from mdw_kit.data import load_source
+            >>> ds = load_source("shapes", num_images=6, image_size=32, seed=0)
+            >>> ds.pair_inputs([0, 1]).dtype
+            torch.uint8
+        """
+        rows = self.pair_image if idx is None else self.pair_image[torch.as_tensor(idx, dtype=torch.long)]
+        return self.image_inputs()[rows]
 
     @property
     def noise_rate(self) -> float:
@@ -162,6 +185,7 @@ class PairDataset:
             noise_known=self.noise_known,
             boxes=None if self.boxes is None else [self.boxes[i] for i in image_rows],
             meta=dict(self.meta, parent_pairs=len(self)),
+            features=None if self.features is None else self.features[torch.as_tensor(image_rows, dtype=torch.long)],
         )
 
     # ----------------------------------------------------------- identity

@@ -136,6 +136,16 @@ def _model_fn(model_cfg: Any):
     return lambda seed: model_cfg.build()
 
 
+def _frozen_features_once(tr: _Train, model_cfg: Any, model_fn) -> _Train:
+    """Run a frozen pretrained backbone once over the set's pixels (every seed then trains on features)."""
+    from mdw_kit.features import has_frozen_stem, stem_features
+    from mdw_kit.models import ModelConfig
+    mc = ModelConfig.from_dict(model_cfg) if isinstance(model_cfg, dict) else model_cfg
+    if not has_frozen_stem(mc):
+        return tr
+    return replace(tr, images=stem_features(model_fn(0), tr.images))
+
+
 def group_optimizer(model: nn.Module, rates: dict[str, float], momentum: float = 0.0) -> torch.optim.SGD:
     """SGD over the trainable parameters: the text head at ``rates["text"]``, the rest at ``rates["image"]``.
 
@@ -216,6 +226,7 @@ def evaluate_distilled(dset_or_pairs: Any, model_cfg: Any, val: Any, test: Any, 
     tr = _unpack(dset_or_pairs, cfg)
     t0 = time.perf_counter()
     model_fn = _model_fn(model_cfg)
+    tr = _frozen_features_once(tr, model_cfg, model_fn)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=tr.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
                        device=cfg.device, eval_every=cfg.eval_every)
     if tr.rates is not None:

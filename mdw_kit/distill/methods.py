@@ -185,8 +185,11 @@ class FixedRateDistiller(Distiller):
 
 
 # ------------------------------------------------------------------ helpers
-def train_pairs(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixels (uint8, one per training pair) and text embeddings of a :class:`~mdw_kit.pipeline.DataBundle`.
+def train_pairs(data: Any, pixels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs (one per training pair) and text embeddings of a :class:`~mdw_kit.pipeline.DataBundle`.
+
+    The inputs are the cached backbone features where the bundle carries them
+    (:func:`mdw_kit.features.with_features`), else uint8 pixels; ``pixels=True`` always gives pixels.
 
     Example:
         >>> from mdw_kit.pipeline import prepare_data
@@ -194,7 +197,7 @@ def train_pairs(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         >>> images.dtype, len(images) == len(text)
         (torch.uint8, True)
     """
-    return data.train.images[data.train.pair_image], data.train_text
+    return (data.train.images[data.train.pair_image] if pixels else data.train.pair_inputs()), data.train_text
 
 
 def default_model_config(data: Any, buffers: Mapping[str, Any] | None = None) -> Any:
@@ -298,7 +301,7 @@ def _run_reference(spec: MethodSpec, data: Any, ctx: dict[str, Any]) -> dict[str
 
 def _run_distill(spec: MethodSpec, data: Any, dcfg: DistillConfig, ctx: dict[str, Any]) -> dict[str, Any]:
     buf = _buffer(ctx["buffers"], spec.experts, spec.name)
-    images, text = train_pairs(data)
+    images, text = train_pairs(data, pixels=True)
     p_init = _stage1_p_clean(buf, ctx["p_clean"]) if spec.init.startswith("clean_") else torch.ones(len(text))
     run_dir = ctx["run_dir"]
     cls = Distiller if spec.learn_lr else FixedRateDistiller

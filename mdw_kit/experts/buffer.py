@@ -482,7 +482,7 @@ def run_buffer(run_dir: str | Path, ds: Any, text_emb: torch.Tensor, model_cfg: 
         raise ValueError(f"text_emb has {int(text_emb.shape[0])} rows but the dataset has {len(ds)} captions")
     tr = torch.as_tensor(np.flatnonzero(ds.pair_split == "train"))
     noise = ds.meta.get("noise") or {}
-    return build_buffer(Path(run_dir) / "buffer", model_cfg, ds.pair_pixels(tr), text_emb[tr], cfg, num_runs,
+    return build_buffer(Path(run_dir) / "buffer", model_cfg, ds.pair_inputs(tr), text_emb[tr], cfg, num_runs,
                         data_fingerprint or ds.fingerprint(), text_encoder_name,
                         noise={"rate": noise.get("rate"), "seed": noise.get("seed")}, dtype=dtype,
                         clean=ds.clean[tr] if ds.noise_known else None, rank=rank, world_size=world_size,

@@ -572,7 +572,7 @@ def run_noise_report(run_dir: str | Path, ds: Any, text_emb: torch.Tensor, model
         raise ValueError(f"the dataset has {len(tr)} training pairs; dual-track training needs at least 2")
     val = (ds.split("val"), text_emb[va]) if len(va) else None
     clean = ds.clean[tr] if ds.noise_known else None
-    res = train_dual_track(lambda s: model_cfg.build(), ds.pair_pixels(tr), text_emb[tr], cfg, clean=clean,
+    res = train_dual_track(lambda s: model_cfg.build(), ds.pair_inputs(tr), text_emb[tr], cfg, clean=clean,
                            val=val, groups=ds.pair_image[tr])
     rep = res.report(captions=[ds.captions[int(i)] for i in tr],
                      image_ids=[ds.image_ids[int(ds.pair_image[i])] for i in tr],

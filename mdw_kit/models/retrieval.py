@@ -22,6 +22,43 @@ from torch import nn
 from torch.func import functional_call
 
 
+class StemFeatures(torch.Tensor):
+    """Frozen-backbone features standing in for pixels: :meth:`ImageTower.stem` passes them through.
+
+    Training, scoring and evaluation code indexes, moves and batches these like pixels; the
+    model then skips its frozen part. Indexing, ``.to``, ``.float`` and friends keep the type;
+    every other operation returns a plain tensor. Made by :mod:`mdw_kit.features` (cached).
+
+    Example:
+        >>> import torch
+        >>> f = StemFeatures.wrap(torch.ones(4, 8, 2, 2))
+        >>> type(f[:2].float()).__name__, type(f + 1).__name__
+        ('StemFeatures', 'Tensor')
+    """
+
+    @staticmethod
+    def wrap(t: torch.Tensor) -> "StemFeatures":
+        """View a plain tensor of stem features as :class:`StemFeatures`."""
+        return t.as_subclass(StemFeatures)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and getattr(func, "__name__", "") in _KEEP_TYPE:
+            return out.as_subclass(cls)
+        return out
+
+
+_KEEP_TYPE = {"__getitem__", "to", "float", "cpu", "cuda", "contiguous", "clone", "detach", "pin_memory",
+              "index_select", "narrow", "__get__"}
+
+
+def is_stem_features(x: object) -> bool:
+    """True for :class:`StemFeatures` (inputs the frozen part of a tower has already seen)."""
+    return isinstance(x, StemFeatures)
+
+
 class ImageTower(nn.Module):
     """Normalise pixels, run ``frozen`` then ``trainable``; expose the spatial map.
 
@@ -50,11 +87,21 @@ class ImageTower(nn.Module):
         self.out_dim = out_channels * (map_size * map_size if pool == "flatten" else 1)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        """Frozen features of pixels ``x`` in ``[0, 1]`` (gradients still flow to ``x``)."""
+        """Frozen features of pixels ``x`` in ``[0, 1]`` (gradients still flow to ``x``).
+
+        :class:`StemFeatures` are returned as they are (as a plain tensor): they are this output.
+        """
+        if isinstance(x, StemFeatures):
+            return x.as_subclass(torch.Tensor)
         if isinstance(self.frozen, nn.Identity):
             return (x - self.mean) / self.std
         self.frozen.eval()
         return self.frozen((x - self.mean) / self.std)
+
+    @property
+    def has_frozen_stem(self) -> bool:
+        """True when a frozen (pretrained) part runs first: its features can be cached."""
+        return not isinstance(self.frozen, nn.Identity)
 
     def spatial(self, feats: torch.Tensor) -> torch.Tensor:
         """Trainable part on frozen features: the spatial map ``[B, C, h, w]``."""
