@@ -41,6 +41,8 @@ def cmd_noise_report(args) -> int:
     rep = res.report(captions=b.train.captions,
                      image_ids=[b.train.image_ids[int(i)] for i in b.train.pair_image])
     rep.save(run.path)
+    from .experts.mismatch import mismatch_report  # ranked pairs + best other caption: mismatch_report.csv
+    mismatch_report(rep, res.states, mcfg.build, b.train.pair_pixels(), b.train_text, out_dir=run.path)
     warm = res.report(epoch=res.warmup_epoch).summary()
     run.write_json("metrics.json", {"final": rep.summary(), "end_of_warmup": warm,
                                     "detection_per_epoch": res.detection, "wall_time_s": res.wall_time_s})

@@ -36,6 +36,16 @@ def _fmt(v: Any, digits: int = 1) -> str:
     return html.escape(str(v))
 
 
+def _thumb(arr: Any, side: int = 48) -> str:
+    """An ``<img>`` tag of an ``[H, W, 3]`` float image, nearest-neighbour scaled to ``side`` pixels."""
+    import numpy as np
+    from PIL import Image
+    img = Image.fromarray((np.asarray(arr) * 255 + 0.5).astype("uint8")).resize((side, side), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="png")
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" width="{side}"/>'
+
+
 class HtmlReport:
     """Collects sections and writes one HTML file with everything embedded."""
 
@@ -60,6 +70,25 @@ class HtmlReport:
         body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''), digits)}</td>" for c in cols) + "</tr>"
                        for r in rows)
         self.parts.append(f"<table><tr>{head}</tr>{body}</table>")
+
+    def add_mismatch_table(self, table: Any, images: Any = None, top: int = 20) -> None:
+        """The ``top`` rows of a ranked mismatch table (:func:`mdw_kit.experts.mismatch.mismatch_table`):
+        image thumbnail, given caption, best-matching other caption, noise score."""
+        from mdw_kit.viz import to_hwc
+        rows = table.head(top)
+        better = "best_other_caption" in rows
+        head = ["rank", "image", "given caption"] + (["best-matching other caption"] if better else []) + \
+            ["noise score", "p(clean)"] + (["truth"] if "true_clean" in rows else [])
+        body = []
+        for _, r in rows.iterrows():
+            cells = [str(r["rank"]), _thumb(to_hwc(images[int(r["pair"])])) if images is not None else "",
+                     html.escape(str(r.get("caption", "")))]
+            cells += [html.escape(str(r["best_other_caption"]))] if better else []
+            cells += [f"{r['noise_score']:.3f}", f"{r['p_clean']:.2f}"]
+            cells += ["clean" if r["true_clean"] else "mismatched"] if "true_clean" in rows else []
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        self.parts.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(body)
+                          + "</table>")
 
     def add_figure(self, fig, caption: str = "", dpi: int = 90) -> None:
         """Embed a matplotlib figure (closed afterwards)."""

@@ -115,8 +115,11 @@ class StaticFigureMixin:
     def static_figure(self) -> Figure:  # pragma: no cover - every widget overrides
         raise NotImplementedError
 
-    def _bundle(self, static: bool) -> dict[str, Any]:
-        return widget_bundle(self, figure_png(self.static_figure()) if static else None)
+    def _bundle(self, static: bool, fig: Figure | None = None) -> dict[str, Any]:
+        """The display bundle; ``fig`` is the static figure when already drawn."""
+        if not static:
+            return widget_bundle(self, None)
+        return widget_bundle(self, figure_png(fig if fig is not None else self.static_figure()))
 
     def show(self, static: bool | None = None) -> "StaticFigureMixin":
         """Display the widget, its static figure attached as the fallback (unless ``static=False``
@@ -131,7 +134,7 @@ class StaticFigureMixin:
         static output when the widget was not shown with :meth:`show`); returns the figure."""
         fig = self.static_figure()
         if self._display_handle is not None:
-            self._display_handle.update(widget_bundle(self, figure_png(fig)), raw=True)
+            self._display_handle.update(self._bundle(True, fig), raw=True)
             return fig
         return show_static(fig)
 
