@@ -1,6 +1,7 @@
 """Small shared helpers: device choice, seeding, progress, cache directory."""
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import sys
@@ -36,11 +37,43 @@ def cache_dir(sub: str = "") -> Path:
     return path
 
 
+def progress_enabled() -> bool:
+    """False when ``MDW_NO_PROGRESS=1``: no progress bars, ours or the libraries'."""
+    return os.environ.get("MDW_NO_PROGRESS", "0") != "1"
+
+
+_LIBRARY_BARS = (("datasets", "disable_progress_bars"), ("transformers.utils.logging", "disable_progress_bar"),
+                 ("huggingface_hub.utils", "disable_progress_bars"))
+
+
+def quiet_libraries() -> None:
+    """With ``MDW_NO_PROGRESS=1``, switch off the progress bars of ``datasets``, ``transformers`` and
+    ``huggingface_hub`` too (loaded now, or later: their environment switches are set).
+
+    Example:
+        >>> os.environ["MDW_NO_PROGRESS"] = "1"; quiet_libraries()
+        >>> os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"]
+        '1'
+    """
+    if progress_enabled():
+        return
+    for var in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ[var] = "1"
+    for module, func in _LIBRARY_BARS:
+        if module.split(".")[0] in sys.modules:
+            try:
+                getattr(importlib.import_module(module), func)()
+            except (ImportError, AttributeError):  # pragma: no cover - another library version
+                pass
+
+
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None,
              enabled: bool | None = None, **kw) -> Iterator[T]:
-    """``tqdm.auto`` progress bar; a plain iterator when tqdm is missing or ``MDW_NO_PROGRESS=1``."""
+    """``tqdm.auto`` progress bar; a plain iterator when tqdm is missing or ``MDW_NO_PROGRESS=1``
+    (which also quiets the libraries' bars, see :func:`quiet_libraries`)."""
     if enabled is None:
-        enabled = os.environ.get("MDW_NO_PROGRESS", "0") != "1"
+        enabled = progress_enabled()
+        quiet_libraries()
     if enabled:
         try:
             from tqdm.auto import tqdm

@@ -218,8 +218,8 @@ def test_hf_parquet_with_bytes_structs_and_caption_lists(tmp_path):
 def test_hf_save_to_disk_keeps_its_own_splits(tmp_path):
     import datasets
     parts = {}
-    for name, n in (("train", 6), ("validation", 2), ("test", 3)):
-        imgs = [Image.new("RGB", (32, 32), (i * 40, 0, 0)) for i in range(n)]
+    for k, (name, n) in enumerate((("train", 6), ("validation", 2), ("test", 3))):
+        imgs = [Image.new("RGB", (32, 32), (i * 40, k * 80, 0)) for i in range(n)]
         parts[name] = datasets.Dataset.from_dict({"image": imgs, "text": [f"{name} {i}" for i in range(n)]},
                                                  features=datasets.Features({"image": datasets.Image(),
                                                                              "text": datasets.Value("string")}))

@@ -102,3 +102,27 @@ def test_noise_follows_splits_when_subsetting(clean):
     train = noisy.split("train")
     assert int((~train.clean).sum()) == noisy.meta["noise"]["count"]
     assert np.isclose(train.noise_rate, 0.5, atol=0.02)
+
+
+def test_noise_never_hands_a_pair_a_caption_with_its_own_text():
+    from mdw_kit.data import from_lists
+    from mdw_kit.data.noise import noisy_permutation
+    rng = np.random.default_rng(0)
+    texts = [f"caption {int(k)}" for k in rng.integers(0, 12, size=120)]  # about 10 repeats of each text
+    ims = [np.full((8, 8, 3), i, dtype=np.uint8) for i in range(120)]
+    ds = from_lists(ims, texts, splits=["train"] * 120)
+    for seed in range(5):
+        noisy = inject_noise(ds, 0.8, seed=seed)
+        moved = (~noisy.clean).nonzero().flatten().tolist()
+        assert len(moved) == 96
+        assert all(noisy.captions[p] != ds.captions[p] for p in moved), seed
+    unique = list(range(50))
+    assert noisy_permutation(np.arange(50), 20, 3) == noisy_permutation(np.arange(50), 20, 3, [str(u) for u in unique])
+
+
+def test_noise_with_one_text_on_most_chosen_pairs_is_refused():
+    from mdw_kit.data import from_lists
+    ims = [np.full((8, 8, 3), i, dtype=np.uint8) for i in range(10)]
+    ds = from_lists(ims, ["same"] * 8 + ["a", "b"], splits=["train"] * 10)
+    with pytest.raises(DataError, match=r"noise injection: \d+ of the 10 chosen training pairs carry the text 'same'"):
+        inject_noise(ds, 0.95, seed=0)

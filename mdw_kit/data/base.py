@@ -199,18 +199,28 @@ class PairDataset:
         return h.hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
-        """Counts per split, image size and noise, as a plain dict."""
-        out: dict[str, Any] = {"source": self.meta.get("source"), "image_size": self.image_size,
-                               "images": self.num_images, "pairs": len(self),
-                               "noise_known": self.noise_known, "noise_rate": round(self.noise_rate, 4)}
+        """Counts per split, image size, noise (of the training split, and of all pairs), repeated texts.
+
+        ``{split}_repeated_text_pairs`` counts the pairs whose caption text another pair of the
+        split also carries (retrieval counts such texts as one candidate).
+        """
+        from .checks import repeated_texts
         ps = self.pair_split
+        train = ps == "train"
+        out: dict[str, Any] = {"source": self.meta.get("source"), "image_size": self.image_size,
+                               "images": self.num_images, "pairs": len(self), "noise_known": self.noise_known,
+                               "train_noise_rate": round(float((~self.clean[torch.as_tensor(train)]).float().mean())
+                                                         if train.any() else 0.0, 4),
+                               "all_pairs_noise_rate": round(self.noise_rate, 4)}
+        repeats = repeated_texts(self.captions, ps)
         for s in SPLITS:
             out[f"{s}_images"] = int((self.image_split == s).sum())
             out[f"{s}_pairs"] = int((ps == s).sum())
+            out[f"{s}_repeated_text_pairs"] = repeats[s]["pairs"]
         return out
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         s = self.summary()
         return (f"PairDataset(source={s['source']!r}, images={s['images']}, pairs={s['pairs']}, "
                 f"size={s['image_size']}px, train/val/test pairs={s['train_pairs']}/{s['val_pairs']}/"
-                f"{s['test_pairs']}, noise={s['noise_rate']:.2f})")
+                f"{s['test_pairs']}, train noise={s['train_noise_rate']:.2f})")

@@ -36,11 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from mdw_kit.utils import cache_dir, progress
+from mdw_kit.utils import cache_dir, progress, quiet_libraries
 
 from .base import DataError, PairDataset
+from .checks import check_leakage, digest, duplicate_rows, warn_duplicates
 from .sources import (BadRows, assemble, check_caption, check_count, check_fraction, check_image_size,
-                      decode_image, seeded_split, split_counts, to_square_array)
+                      decode_file, decode_image, seeded_split, split_counts, to_square_array)
 
 SPLIT_ALIASES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "dev": "val",
                  "test": "test"}
@@ -70,6 +71,8 @@ def detect_format(path: str | Path) -> str:
 def _load(path: Path, fmt: str) -> dict[str, Any]:
     """``{split name: datasets.Dataset}`` as stored, with any error named after ``path``."""
     import datasets
+    quiet_libraries()
+    _check_metadata_text(path, fmt)
     try:
         if fmt == "disk":
             loaded = datasets.load_from_disk(str(path))
@@ -85,6 +88,22 @@ def _load(path: Path, fmt: str) -> dict[str, Any]:
     except Exception as e:  # datasets raises many types (FileNotFoundError, ArrowInvalid, DatasetGenerationError)
         raise DataError(f"cannot read {fmt} dataset '{path}': {type(e).__name__}: {e}") from e
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+
+
+def _check_metadata_text(path: Path, fmt: str) -> None:
+    """An image folder's ``metadata.jsonl`` / ``.csv`` must be UTF-8: else a :class:`DataError` naming file and line."""
+    if fmt != "imagefolder":
+        return
+    for f in sorted(path.rglob("metadata.*")):
+        if f.suffix not in (".jsonl", ".csv", ".json"):
+            continue
+        data = f.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data[:e.start].count(b"\n") + 1
+            raise DataError(f"metadata file '{f}' is not UTF-8 text: line {line} has byte "
+                            f"0x{data[e.start]:02x} at offset {e.start}; save it as UTF-8") from None
 
 
 def _map_splits(parts: dict[str, Any], path: Path) -> dict[str, str]:
@@ -105,20 +124,21 @@ def _check_columns(ds: Any, split: str, columns: dict[str, str]) -> None:
                             f"(choose with {role}_column=...)")
 
 
-def _pixels(value: Any, root: Path, size: int) -> tuple[np.ndarray, str | None]:
-    """(pixels, file path or None) of one image cell."""
+def _pixels(value: Any, root: Path, size: int) -> tuple[np.ndarray, str | None, str]:
+    """(pixels, file path or None, digest of the image's bytes) of one image cell."""
     from PIL import Image
     if isinstance(value, Image.Image):
-        return to_square_array(value, size), None
+        return to_square_array(value, size), None, digest(value.tobytes())
     if isinstance(value, dict) and ("bytes" in value or "path" in value):
         if value.get("bytes"):
-            return decode_image(value["bytes"], size), value.get("path")
+            return decode_image(value["bytes"], size), value.get("path"), digest(value["bytes"])
         value = value.get("path")
     if isinstance(value, (bytes, bytearray)):
-        return decode_image(value, size), None
+        return decode_image(value, size), None, digest(value)
     if isinstance(value, str) and value:
         file = Path(value) if Path(value).is_absolute() else root / value
-        return decode_image(file, size), str(file)
+        arr, dig = decode_file(file, size)
+        return arr, str(file), dig
     raise DataError(f"empty or unsupported image value of type {type(value).__name__}")
 
 
@@ -139,11 +159,11 @@ def _rows(ds: Any, split: str, columns: dict[str, str], root: Path, size: int, b
             bad.report(where, f"empty or missing caption {raw!r} in column '{txt_col}'")
             continue
         try:
-            arr, file = _pixels(cell, root, size)
+            arr, file, dig = _pixels(cell, root, size)
         except DataError as e:
             bad.report(where, f"column '{img_col}': {e}")
             continue
-        out.append((f"{split}/{i}" + (f"/{Path(file).name}" if file else ""), arr, caps))
+        out.append((f"{split}/{i}" + (f"/{Path(file).name}" if file else ""), arr, caps, dig))
     return out
 
 
@@ -165,7 +185,7 @@ def _warn_unreferenced(path: Path, parts: dict[str, Any], img_col: str, meta: di
 
 def load_hf(path: str | Path, image_column: str = "image", text_column: str = "text", image_size: int = 32,
             val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0, format: str | None = None,
-            skip_bad: bool = False) -> PairDataset:
+            skip_bad: bool = False, allow_leakage: bool = False) -> PairDataset:
     """A local Hugging Face dataset (save_to_disk folder, imagefolder + metadata, parquet) as pairs.
 
     Args:
@@ -175,6 +195,7 @@ def load_hf(path: str | Path, image_column: str = "image", text_column: str = "t
         val_frac, test_frac, seed: how a missing val / test split is drawn from train.
         format: ``"disk"``, ``"imagefolder"`` or ``"parquet"``; detected from ``path`` when None.
         skip_bad: drop bad rows and report them (``meta['skipped']``) instead of raising.
+        allow_leakage: keep images whose bytes appear in two splits (a warning) instead of raising.
 
     Example:
         >>> # ds = load_hf("~/data/my_pairs.parquet", text_column="caption", image_size=64)
@@ -195,23 +216,41 @@ def load_hf(path: str | Path, image_column: str = "image", text_column: str = "t
         got = _rows(ds, name, columns, root, size, bad)
         rows += got
         split += [roles[name]] * len(got)
-    split = _draw_missing_splits(np.asarray(split, dtype=object), set(roles.values()), val_frac, test_frac, seed)
+    split = _draw_missing_splits(np.asarray(split, dtype=object), set(roles.values()), val_frac, test_frac, seed,
+                                 [r[3] for r in rows])
     options = {"path": str(path), "format": fmt, "image_column": image_column, "text_column": text_column,
-               "image_size": size, "val_frac": val_frac, "test_frac": test_frac, "seed": seed, "skip_bad": skip_bad}
+               "image_size": size, "val_frac": val_frac, "test_frac": test_frac, "seed": seed, "skip_bad": skip_bad,
+               "allow_leakage": allow_leakage}
     meta = {"source": "hf", "options": options, "stored_splits": roles, "split_sizes": split_counts(split)}
     if fmt == "imagefolder":
         _warn_unreferenced(path, parts, image_column, meta)
     bad.finish(meta, "hf")
+    _check_rows(rows, split, meta, allow_leakage)
     return assemble([r[1] for r in rows], [r[0] for r in rows], split, [r[2] for r in rows], meta)
 
 
+def _check_rows(rows: list[tuple], split: np.ndarray, meta: dict[str, Any], allow_leakage: bool) -> None:
+    """Leakage across splits (an error unless allowed) and duplicate rows, recorded in ``meta``."""
+    digests = [r[3] for r in rows]
+    meta["leakage"] = check_leakage(digests, [r[0] for r in rows], list(split), "hf", allow_leakage)
+    meta["duplicates"] = duplicate_rows(digests, [r[2] for r in rows], list(split))
+    warn_duplicates(meta["duplicates"], "hf")
+
+
 def _draw_missing_splits(split: np.ndarray, present: set[str], val_frac: float, test_frac: float,
-                         seed: int) -> np.ndarray:
-    """Draw val and/or test from the train rows when the dataset does not store them."""
+                         seed: int, digests: list[str] | None = None) -> np.ndarray:
+    """Draw val and/or test from the train rows when the dataset does not store them.
+
+    Rows with identical image bytes (one image under several metadata rows) are drawn together,
+    so a drawn split never shares an image with train.
+    """
     fracs = {"val": 0.0 if "val" in present else val_frac, "test": 0.0 if "test" in present else test_frac}
     train = np.flatnonzero(split == "train")
     if not any(fracs.values()) or not len(train):
         return split
+    keys = [digests[i] if digests else i for i in train]
+    unique = list(dict.fromkeys(keys))
+    drawn = dict(zip(unique, seeded_split(len(unique), fracs["val"], fracs["test"], seed)))
     split = split.copy()
-    split[train] = seeded_split(len(train), fracs["val"], fracs["test"], seed)
+    split[train] = [drawn[k] for k in keys]
     return split

@@ -10,7 +10,10 @@ decoded with Pillow, resized (shorter side) and centre-cropped to
 
 Bad rows (missing or corrupt image, empty caption, missing field, unknown
 split) are a :class:`DataError` naming the row and file; with ``skip_bad=True``
-they are dropped and listed in ``meta['skipped']``. Builds are cached under
+they are dropped and listed in ``meta['skipped']``. An image file listed in two
+splits, or files with identical bytes in two splits, is a :class:`DataError`
+that counts and names them (``allow_leakage=True``: a warning); repeated rows
+are counted in ``meta['duplicates']``. Builds are cached under
 ``cache_dir('karpathy')``, keyed by the JSON's content, the image folder and
 the options.
 
@@ -39,10 +42,11 @@ import numpy as np
 from mdw_kit.utils import progress
 
 from .base import DataError, PairDataset
+from .checks import check_leakage, duplicate_rows, warn_duplicates
 from .sources import (BadRows, assemble, cached_build, check_caption, check_count, check_image_size,
-                      decode_image, split_counts)
+                      decode_file, split_counts)
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SPLIT_NAMES = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 REQUIRED_FIELDS = ("filename", "split", "sentences")
 
@@ -52,9 +56,16 @@ def read_split_json(split_json: str | Path) -> list[dict[str, Any]]:
     path = Path(split_json)
     if not path.is_file():
         raise DataError(f"missing split file '{path}'")
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"split file '{path}' is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} "
+                        f"(line {line}); save it as UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
         raise DataError(f"split file '{path}' is not valid JSON: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
@@ -101,7 +112,7 @@ def _cap_per_split(rows: list[tuple[int, tuple[Path, str, list[str]]]], max_imag
 
 def load_karpathy(image_root: str | Path, split_json: str | Path, image_size: int = 32,
                   max_images: int | None = None, captions_per_image: int = 5, skip_bad: bool = False,
-                  cache: bool = True) -> PairDataset:
+                  cache: bool = True, allow_leakage: bool = False) -> PairDataset:
     """Flickr30k / COCO images with their Karpathy splits and up to five captions each.
 
     Args:
@@ -112,6 +123,7 @@ def load_karpathy(image_root: str | Path, split_json: str | Path, image_size: in
         captions_per_image: keep at most this many captions per image.
         skip_bad: drop bad rows and report them instead of raising.
         cache: reuse / write the cached build under ``cache_dir('karpathy')``.
+        allow_leakage: keep images shared by two splits (with a warning) instead of raising.
 
     Example:
         >>> # ds = load_karpathy("~/data/flickr30k-images", "~/data/dataset_flickr30k.json", max_images=1000)
@@ -124,7 +136,7 @@ def load_karpathy(image_root: str | Path, split_json: str | Path, image_size: in
                "image_size": check_image_size(image_size),
                "max_images": check_count("max_images", max_images, minimum=1, optional=True),
                "captions_per_image": check_count("captions_per_image", captions_per_image, minimum=1),
-               "skip_bad": BadRows(skip_bad).skip_bad}
+               "skip_bad": BadRows(skip_bad).skip_bad, "allow_leakage": allow_leakage}
     key = {**options, "json_sha256": hashlib.sha256(json_path.read_bytes()).hexdigest(), "build": BUILD_VERSION}
     return cached_build("karpathy", key, lambda: _build(entries, root, options), use_cache=cache)
 
@@ -136,9 +148,9 @@ def _build(entries: list[Any], root: Path, options: dict[str, Any]) -> PairDatas
     rows = _cap_per_split(rows, options["max_images"])
     size = options["image_size"]
 
-    def decode(row: tuple[int, tuple[Path, str, list[str]]]) -> np.ndarray | DataError:
+    def decode(row: tuple[int, tuple[Path, str, list[str]]]) -> tuple[np.ndarray, str] | DataError:
         try:
-            return decode_image(row[1][0], size)
+            return decode_file(row[1][0], size)
         except DataError as e:
             return e
 
@@ -155,6 +167,9 @@ def _build(entries: list[Any], root: Path, options: dict[str, Any]) -> PairDatas
     meta = {"source": "karpathy", "options": options, "entries": len(entries)}
     bad.finish(meta, "karpathy")
     split = [r[1][1] for r, _ in kept]
+    names, digests = [str(r[1][0].relative_to(root)) for r, _ in kept], [out[1] for _, out in kept]
+    meta["leakage"] = check_leakage(digests, names, split, "karpathy", options["allow_leakage"])
+    meta["duplicates"] = duplicate_rows(digests, [r[1][2] for r, _ in kept], split)
+    warn_duplicates(meta["duplicates"], "karpathy")
     meta["split_sizes"] = split_counts(np.asarray(split, dtype=object))
-    return assemble([arr for _, arr in kept], [str(r[1][0].relative_to(root)) for r, _ in kept], split,
-                    [r[1][2] for r, _ in kept], meta)
+    return assemble([out[0] for _, out in kept], names, split, [r[1][2] for r, _ in kept], meta)

@@ -6,10 +6,12 @@ cyclic shift: a derangement, so every chosen pair carries a caption that is not
 its own). Those pairs get ``clean = False`` and ``source_caption`` = the pair
 whose original caption they now carry; val and test pairs are never touched.
 
-Where an image has several captions, a chosen pair may receive a caption of
-its own image (another of its five). It still counts as injected noise
-(``clean = False``), as does a caption whose text happens to equal its own;
-``noise_record`` keeps the exact permutation, so such cases can be found.
+No chosen pair receives a caption whose text equals its own (where texts
+repeat, the shift is repaired by seeded swaps), so every pair marked noisy
+carries another text. Where an image has several captions, a chosen pair may
+receive another caption of its own image (another of its five); it still counts
+as injected noise (``clean = False``), and ``noise_record`` keeps the exact
+permutation, so such cases can be found.
 
 Example:
     >>> from mdw_kit.data import load_source
@@ -19,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -33,19 +36,63 @@ def _check_rate(rate: Any) -> float:
     return float(rate)
 
 
-def noisy_permutation(train_pairs: np.ndarray, count: int, seed: int) -> dict[int, int]:
+def noisy_permutation(train_pairs: np.ndarray, count: int, seed: int,
+                      captions: list[str] | None = None) -> dict[int, int]:
     """``{pair: source pair}`` for ``count`` of ``train_pairs``: a seeded cyclic shift (no fixed points).
+
+    With ``captions`` (indexed by pair), no pair receives a caption whose text equals its own.
 
     Example:
         >>> perm = noisy_permutation(np.arange(10), 4, seed=0)
         >>> len(perm), all(k != v for k, v in perm.items()), sorted(perm) == sorted(perm.values())
         (4, True, True)
+        >>> caps = ["dog", "dog", "dog", "cat", "cat", "bird"]
+        >>> perm = noisy_permutation(np.arange(6), 6, seed=1, captions=caps)
+        >>> any(caps[p] == caps[q] for p, q in perm.items())
+        False
     """
     if count == 1:
         raise DataError("a noise rate that selects exactly 1 training pair cannot swap captions; "
                         "use a rate giving 0 or at least 2 pairs")
-    chosen = np.random.default_rng(seed).permutation(train_pairs)[:count]
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(train_pairs)[:count]
+    if captions is not None:
+        chosen = _separate_equal_texts(chosen, [captions[int(p)] for p in chosen], rng)
     return {int(p): int(q) for p, q in zip(chosen, np.roll(chosen, -1))}
+
+
+def _separate_equal_texts(order: np.ndarray, texts: list[str], rng: np.random.Generator) -> np.ndarray:
+    """Reorder the cycle ``order`` so that no two neighbours (cyclically) share a text.
+
+    Seeded swaps repair the few clashes of a random order and keep the rest of it; where they do
+    not converge, the cycle is rebuilt by dealing the texts out largest group first.
+    """
+    n = len(order)
+    top = max(Counter(texts).values())
+    if top > n // 2:
+        text = Counter(texts).most_common(1)[0][0]
+        raise DataError(f"noise injection: {top} of the {n} chosen training pairs carry the text {text!r}, too "
+                        "many to give each another text; lower the noise rate or de-duplicate captions")
+    order, texts = order.copy(), list(texts)
+    for _ in range(20 * n):
+        clash = [i for i in range(n) if texts[i] == texts[(i + 1) % n]]
+        if not clash:
+            return order
+        i, j = (clash[0] + 1) % n, int(rng.integers(n))
+        order[[i, j]], (texts[i], texts[j]) = order[[j, i]], (texts[j], texts[i])
+    return _deal_out(order, texts)
+
+
+def _deal_out(order: np.ndarray, texts: list[str]) -> np.ndarray:
+    """Items grouped by text (largest group first) placed at even positions, then odd ones."""
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        groups.setdefault(t, []).append(int(order[i]))
+    flat = [p for g in sorted(groups.values(), key=len, reverse=True) for p in g]
+    out = np.empty(len(flat), dtype=order.dtype)
+    slots = list(range(0, len(flat), 2)) + list(range(1, len(flat), 2))
+    out[slots] = flat
+    return out
 
 
 def inject_noise(ds: PairDataset, rate: float, seed: int = 0) -> PairDataset:
@@ -68,7 +115,7 @@ def inject_noise(ds: PairDataset, rate: float, seed: int = 0) -> PairDataset:
         raise DataError("the dataset already carries injected noise; inject into the clean dataset")
     train = np.flatnonzero(ds.pair_split == "train")
     count = round(rate * len(train))
-    perm = noisy_permutation(train, count, int(seed)) if count else {}
+    perm = noisy_permutation(train, count, int(seed), ds.captions) if count else {}
     source = torch.arange(len(ds))
     for p, q in perm.items():
         source[p] = q

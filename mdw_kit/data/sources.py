@@ -152,6 +152,7 @@ def to_square_array(img: Image.Image, image_size: int) -> np.ndarray:
         >>> to_square_array(Image.new("RGB", (60, 40), "red"), 32).shape
         (3, 32, 32)
     """
+    img = to_8bit(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         img = Image.new("RGB", rgba.size, BACKGROUND)
@@ -164,6 +165,29 @@ def to_square_array(img: Image.Image, image_size: int) -> np.ndarray:
     left, top = (nw - image_size) // 2, (nh - image_size) // 2
     img = img.crop((left, top, left + image_size, top + image_size))
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """Integer (16-/32-bit, ``I;16*`` / ``I``) and float (``F``) images scaled to 8-bit ``L``; others as they are.
+
+    Pillow's own conversion clips such pixels at 255, so a 16-bit PNG would decode almost white.
+    16-bit data (``I;16*``, or ``I`` with values above 255) is divided by 257; ``F`` is read as
+    ``[0, 1]`` when its maximum is at most 1, else as ``[0, 255]``.
+
+    Example:
+        >>> img = Image.fromarray(np.full((4, 4), 32896, dtype=np.uint16))  # mid-grey at 16 bits
+        >>> img.mode, int(np.asarray(to_8bit(img))[0, 0])
+        ('I;16', 128)
+    """
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img
+    arr = np.asarray(img, dtype=np.float64)
+    top = float(arr.max()) if arr.size else 0.0
+    if img.mode.startswith("I;16") or (img.mode.startswith("I") and top > 255):
+        arr = arr / 257.0
+    elif img.mode == "F" and top <= 1.0:
+        arr = arr * 255.0
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 
 def decode_image(source: str | Path | bytes, image_size: int) -> np.ndarray:
@@ -185,6 +209,30 @@ def decode_image(source: str | Path | bytes, image_size: int) -> np.ndarray:
             return to_square_array(img, image_size)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"corrupt or unreadable {what}: {e}") from e
+
+
+def decode_file(path: str | Path, image_size: int) -> tuple[np.ndarray, str]:
+    """``([3, S, S]`` uint8 pixels, digest of the file's bytes``)``; errors name the file.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "a.png"; Image.new("RGB", (8, 8), "red").save(f)
+        >>> arr, d = decode_file(f, 32)
+        >>> arr.shape, len(d)
+        ((3, 32, 32), 16)
+    """
+    from .checks import digest
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing image file '{path}'")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"unreadable image file '{path}': {e.strerror or e}") from None
+    try:
+        return decode_image(data, image_size), digest(data)
+    except DataError as e:
+        raise DataError(str(e).replace("image bytes", f"image file '{path}'", 1)) from None
 
 
 # --------------------------------------------------------------- skip_bad bookkeeping
