@@ -33,6 +33,7 @@ class DataBundle:
     test_text: torch.Tensor
     encoder_name: str
     info: dict[str, Any] = field(default_factory=dict)
+    model_config: Any = None  # the ModelConfig the stages train (set by mdw_kit.stages.prepare_data)
 
     @property
     def text_dim(self) -> int:

@@ -299,15 +299,35 @@ def _run_reference(spec: MethodSpec, data: Any, ctx: dict[str, Any]) -> dict[str
     return {"selection": {"num_pairs": int(len(keep)), "true_clean_share": _clean_share(data, keep)}, "eval": ev}
 
 
+def _make_distiller(spec: MethodSpec, data: Any, dcfg: DistillConfig, buf: Any, model_cfg: Any,
+                    p_clean: torch.Tensor | None, run_dir: str | Path | None) -> Distiller:
+    images, text = train_pairs(data, pixels=True)
+    p_init = _stage1_p_clean(buf, p_clean) if spec.init.startswith("clean_") else torch.ones(len(text))
+    cls = Distiller if spec.learn_lr else FixedRateDistiller
+    return cls(dcfg, buf, model_cfg, images, text, p_clean=p_init,
+               run_dir=None if run_dir is None else RunDir(run_dir),
+               val=data.val_split() if dcfg.select_every else None)
+
+
+def distiller_for(name: str, data: Any, M: int, buffer: Any, overrides: Mapping[str, Any] | None = None,
+                  run_dir: str | Path | None = None, p_clean: torch.Tensor | None = None) -> Distiller:
+    """The :class:`Distiller` of distillation method ``name`` at budget ``M`` on ``buffer`` (not run yet).
+
+    ``buffer`` is the expert buffer the method's ``experts`` switch asks for; ``data`` a
+    :class:`~mdw_kit.pipeline.DataBundle` whose ``model_config`` (else the buffer's) is the model.
+    """
+    spec = get_method(name)
+    if spec.kind != "distill":
+        raise ValueError(f"method {name!r} is a {spec.kind}, not a distillation; use run_method for it")
+    mc = getattr(data, "model_config", None) or default_model_config(data, {"x": buffer})
+    return _make_distiller(spec, data, spec.distill_config(M, overrides), buffer, mc, p_clean, run_dir)
+
+
 def _run_distill(spec: MethodSpec, data: Any, dcfg: DistillConfig, ctx: dict[str, Any]) -> dict[str, Any]:
     buf = _buffer(ctx["buffers"], spec.experts, spec.name)
-    images, text = train_pairs(data, pixels=True)
-    p_init = _stage1_p_clean(buf, ctx["p_clean"]) if spec.init.startswith("clean_") else torch.ones(len(text))
     run_dir = ctx["run_dir"]
-    cls = Distiller if spec.learn_lr else FixedRateDistiller
-    dist = cls(dcfg, buf, ctx["model_cfg"], images, text, p_clean=p_init,
-               run_dir=None if run_dir is None else RunDir(Path(run_dir) / "distill"),
-               val=data.val_split() if dcfg.select_every else None)
+    dist = _make_distiller(spec, data, dcfg, buf, ctx["model_cfg"], ctx["p_clean"],
+                           None if run_dir is None else Path(run_dir) / "distill")
     t0 = time.perf_counter()
     syn = dist.run()
     wall = time.perf_counter() - t0
@@ -417,5 +437,5 @@ def _cached(run_dir: str | Path | None, key: str) -> dict[str, Any] | None:
     return dict(old, cached=True)
 
 
-__all__ = ["MethodSpec", "METHODS", "get_method", "run_method", "FixedRateDistiller", "train_pairs",
+__all__ = ["MethodSpec", "METHODS", "get_method", "run_method", "distiller_for", "FixedRateDistiller", "train_pairs",
            "default_model_config", "peak_rss_mib", "plain_step_time"]
