@@ -5,6 +5,10 @@ caption ``c``. Image-to-text (TR@K): an image is a hit when ANY of its captions 
 its top K captions. Text-to-image (IR@K): a caption is a hit when its image ranks in
 its top K images. Ties are broken pessimistically: a wrong candidate scoring equal to
 the correct one ranks above it, so a constant model scores 0 (never a lucky hit).
+Captions with identical texts (identical frozen embeddings, :func:`caption_groups`) are
+one candidate: an image is a hit when a caption with the text of any of its captions
+ranks in its top K texts, and a caption finds any image that carries its text, so a
+repeated text never counts against the query.
 
 :func:`fit_and_evaluate` trains fresh models across seeds, picks each seed's epoch on
 the validation split, and evaluates that state on the test split exactly once.
@@ -46,25 +50,57 @@ def _check_sim(sim: torch.Tensor, pair_image: torch.Tensor) -> None:
         raise ValueError("sim contains NaN or infinite values")
 
 
-def _ranks(sim: torch.Tensor, pair_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """0-based pessimistic ranks: best correct caption per image (images with captions), image per caption."""
+def caption_groups(text_emb: torch.Tensor) -> torch.Tensor:
+    """``[C]`` text id of every caption: captions with identical embedding rows (identical texts) share one.
+
+    Example:
+        >>> g = caption_groups(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+        >>> bool(g[0] == g[2]), bool(g[0] == g[1])
+        (True, False)
+    """
+    text_emb = torch.as_tensor(text_emb).detach().cpu()
+    if text_emb.ndim != 2:
+        raise ValueError(f"text_emb must be [num_captions, d], got {tuple(text_emb.shape)}")
+    return torch.unique(text_emb, dim=0, return_inverse=True)[1]
+
+
+def _check_groups(groups: torch.Tensor, num_cap: int) -> None:
+    if groups.ndim != 1 or groups.numel() != num_cap or (num_cap and int(groups.min()) < 0):
+        raise ValueError(f"groups must hold one non-negative text id per caption ({num_cap}), "
+                         f"got shape {tuple(groups.shape)}")
+
+
+def _ranks(sim: torch.Tensor, pair_image: torch.Tensor,
+           groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based pessimistic ranks: best correct text per image (images with captions), image per caption.
+
+    ``groups[c]`` is the text id of caption ``c`` (default: every caption its own text); the
+    candidates of an image are texts, each scored by its best caption.
+    """
     num_img, num_cap = sim.shape
-    correct = pair_image.view(1, -1) == torch.arange(num_img).view(-1, 1)  # [I, C]
-    has_cap = correct.any(dim=1)
-    best = sim.masked_fill(~correct, float("-inf")).amax(dim=1, keepdim=True)
-    tr_rank = ((sim >= best) & ~correct).sum(dim=1)[has_cap]
-    pos = sim[pair_image, torch.arange(num_cap)].view(1, -1)
+    groups = torch.arange(num_cap) if groups is None else groups
+    num_txt = int(groups.max()) + 1
+    txt_sim = sim.new_full((num_img, num_txt), float("-inf")).scatter_reduce(
+        1, groups.view(1, -1).expand(num_img, -1), sim, "amax")  # [I, T]
+    owns = torch.zeros(num_img, num_txt, dtype=torch.bool)
+    owns[pair_image, groups] = True  # image i carries text t
+    has_cap = owns.any(dim=1)
+    best = txt_sim.masked_fill(~owns, float("-inf")).amax(dim=1, keepdim=True)
+    tr_rank = ((txt_sim >= best) & ~owns).sum(dim=1)[has_cap]
+    correct = owns[:, groups]  # [I, C]: image i carries the text of caption c
+    pos = sim.masked_fill(~correct, float("-inf")).amax(dim=0, keepdim=True)
     ir_rank = ((sim >= pos) & ~correct).sum(dim=0)
     return tr_rank, ir_rank
 
 
 def retrieval_metrics(sim: torch.Tensor, pair_image: torch.Tensor,
-                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+                      ks: Sequence[int] = (1, 5, 10), groups: torch.Tensor | None = None) -> dict[str, float]:
     """TR@k, IR@k (percent, 0..100) and R-sum (their sum) of an image x caption similarity.
 
     Images without any caption are left out of TR. Ties count against the query
     (pessimistic), so results are deterministic and a constant ``sim`` scores 0 at
-    every k below the number of candidates.
+    every k below the number of candidates. ``groups`` (:func:`caption_groups` of the
+    captions' embeddings) makes captions with one text one candidate (see the module doc).
 
     Example:
         >>> import torch
@@ -72,11 +108,19 @@ def retrieval_metrics(sim: torch.Tensor, pair_image: torch.Tensor,
         >>> m = retrieval_metrics(sim, torch.tensor([0, 1, 0]), ks=(1,))
         >>> m["TR@1"], round(m["IR@1"], 2)  # image 1 loses to caption 2; caption 2 finds image 0 second
         (50.0, 66.67)
+        >>> tie = torch.tensor([[0.9, 0.9], [0.2, 0.2]])  # both images carry the text "a dog"
+        >>> retrieval_metrics(tie, torch.tensor([0, 1]), ks=(1,))["TR@1"]
+        0.0
+        >>> retrieval_metrics(tie, torch.tensor([0, 1]), ks=(1,), groups=torch.tensor([0, 0]))["R-sum"]
+        200.0
     """
     sim = torch.as_tensor(sim).detach().float().cpu()
     pair_image = torch.as_tensor(pair_image, dtype=torch.long).cpu()
     _check_sim(sim, pair_image)
-    tr_rank, ir_rank = _ranks(sim, pair_image)
+    if groups is not None:
+        groups = torch.as_tensor(groups, dtype=torch.long).cpu()
+        _check_groups(groups, sim.shape[1])
+    tr_rank, ir_rank = _ranks(sim, pair_image, groups)
     out: dict[str, float] = {}
     for k in ks:
         out[f"TR@{k}"] = 100.0 * float((tr_rank < k).double().mean())
@@ -164,7 +208,8 @@ def evaluate_arrays(model: nn.Module, images: torch.Tensor, text_emb: torch.Tens
         True
     """
     img, txt = embed_arrays(model, images, torch.as_tensor(text_emb), batch_size)
-    return retrieval_metrics(img @ txt.T, torch.as_tensor(pair_image, dtype=torch.long))
+    return retrieval_metrics(img @ txt.T, torch.as_tensor(pair_image, dtype=torch.long),
+                             groups=caption_groups(text_emb))
 
 
 def evaluate_model(model: nn.Module, ds: PairDataset, text_emb: torch.Tensor,
@@ -183,7 +228,7 @@ def evaluate_model(model: nn.Module, ds: PairDataset, text_emb: torch.Tensor,
         ['IR@1', 'IR@10']
     """
     img, txt = embed_split(model, ds, text_emb, batch_size)
-    return retrieval_metrics(img @ txt.T, ds.pair_image)
+    return retrieval_metrics(img @ txt.T, ds.pair_image, groups=caption_groups(text_emb))
 
 
 def evaluate_val(model: nn.Module, split: Split, batch_size: int = 256) -> dict[str, float]:
@@ -240,7 +285,8 @@ def evaluate_ensemble(models: Sequence[nn.Module], split: Split, batch_size: int
     for m in models:
         img, txt = embed_arrays(m, images, text, batch_size)
         sim = img @ txt.T if sim is None else sim + img @ txt.T
-    return retrieval_metrics(sim / len(models), torch.as_tensor(pair_image, dtype=torch.long))
+    return retrieval_metrics(sim / len(models), torch.as_tensor(pair_image, dtype=torch.long),
+                             groups=caption_groups(text))
 
 
 # ------------------------------------------------------------- summaries
@@ -374,5 +420,5 @@ def fit_and_evaluate(model_fn: Callable[[int], nn.Module], train_images: torch.T
             "best_epochs": [r["best_epoch"] for r in per_seed]}
 
 
-__all__ = ["retrieval_metrics", "embed_split", "embed_arrays", "evaluate_model", "evaluate_arrays",
+__all__ = ["retrieval_metrics", "caption_groups", "embed_split", "embed_arrays", "evaluate_model", "evaluate_arrays",
            "evaluate_val", "evaluate_ensemble", "fit_and_evaluate", "summarize", "format_table"]
