@@ -68,6 +68,34 @@ def show_static(fig: Figure, dpi: int = 90) -> Figure:
     return fig
 
 
+SMOKE_TEXT = ("<b>Smoke mode</b> (<code>MDW_SMOKE=1</code>): every size is shrunk so the notebook runs in "
+              "seconds. The figures below show that the code runs, not what the method achieves; "
+              "the full-mode run is in <code>docs/notebooks/</code>.")
+
+
+def smoke_banner(smoke: bool) -> str:
+    """Display a visible banner in smoke mode (a plain line in full mode); returns its text.
+
+    Example:
+        >>> smoke_banner(False)
+        'full mode'
+    """
+    text = SMOKE_TEXT if smoke else "full mode"
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:  # pragma: no cover
+        return text
+    if get_ipython() is None:
+        return text
+    if smoke:
+        display(HTML(f"<div class='mdw-smoke-banner' style='background:#fff3cd;border:1px solid #e0b000;"
+                     f"padding:6px 10px;border-radius:4px'>{text}</div>"))
+    else:
+        print(text)
+    return text
+
+
 def image_widget(width: int = 112) -> W.Image:
     """An empty PNG image widget of a fixed display width."""
     return W.Image(format="png", layout=W.Layout(width=f"{width}px", height=f"{width}px"))
