@@ -214,7 +214,8 @@ def clean_tmp(root: str | Path, min_age_s: float | None = None) -> list[Path]:
 
 
 def content_hash(path: str | Path) -> str:
-    """A short content hash of a file, or of a folder by its ``index.json`` (which lists its files' sha256).
+    """A short content hash of a file, or of a folder: by its ``index.json`` where it has one (a buffer's
+    index lists its files' sha256), else by all its files (names and bytes).
 
     Example:
         >>> import tempfile
@@ -224,13 +225,20 @@ def content_hash(path: str | Path) -> str:
     """
     import hashlib
     path = Path(path)
-    target = path / "index.json" if path.is_dir() else path
-    if not target.is_file():
-        raise ArtifactError(f"missing file: {target}")
+    if path.is_dir():
+        files = [path / "index.json"] if (path / "index.json").is_file() else \
+            sorted(f for f in path.rglob("*") if f.is_file() and not f.name.endswith(TMP_SUFFIX))
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ArtifactError(f"missing file: {path}")
     h = hashlib.sha256()
-    with open(target, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for target in files:
+        if len(files) > 1:
+            h.update(str(target.relative_to(path)).encode() + b"\0")
+        with open(target, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()[:16]
 
 

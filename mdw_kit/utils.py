@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import math
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
@@ -67,13 +70,37 @@ def quiet_libraries() -> None:
                 pass
 
 
+PROGRESS_LOG = logging.getLogger("mdw_kit.progress")
+
+
+def _logged(iterable: Iterable[T], desc: str, total: int | None) -> Iterator[T]:
+    """``iterable`` that logs ``desc: i/total done (s)`` to :data:`PROGRESS_LOG` after items (about 50 lines)."""
+    every = 1 if not total or total <= 100 else math.ceil(total / 50)
+    t0 = time.perf_counter()
+    for i, item in enumerate(iterable, 1):
+        yield item
+        if i % every == 0 or i == total:
+            PROGRESS_LOG.info("%s: %d/%s done (%.1f s)", desc or "step", i, total or "?", time.perf_counter() - t0)
+
+
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None,
              enabled: bool | None = None, **kw) -> Iterator[T]:
     """``tqdm.auto`` progress bar; a plain iterator when tqdm is missing or ``MDW_NO_PROGRESS=1``
-    (which also quiets the libraries' bars, see :func:`quiet_libraries`)."""
+    (which also quiets the libraries' bars, see :func:`quiet_libraries`).
+
+    Bar or not, each step (epoch, iteration, check) is logged to the ``mdw_kit.progress`` logger
+    at INFO level (at most about 50 lines per loop); the CLI writes it to the run's ``log.txt``.
+
+    Example:
+        >>> list(progress(range(3), desc="demo", enabled=False))
+        [0, 1, 2]
+    """
     if enabled is None:
         enabled = progress_enabled()
         quiet_libraries()
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    iterable = _logged(iterable, desc, total)
     if enabled:
         try:
             from tqdm.auto import tqdm

@@ -97,8 +97,27 @@ def test_content_hash_of_a_buffer_folder_follows_its_index(tmp_path):
     assert content_hash(tmp_path) != first and len(first) == 16
 
 
+def tiny_distiller(run_dir, iterations: int):
+    from torch import nn
+
+    from mdw_kit.distill.distiller import DistillConfig, Distiller
+    from mdw_kit.models.retrieval import ImageTower, RetrievalModel, get_flat
+    torch.manual_seed(0)
+    tower = ImageTower(nn.Identity(), nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.GELU(), nn.AvgPool2d(2)),
+                       6, pool="flatten", map_size=4)
+    model = RetrievalModel(tower, text_dim=12, embed_dim=10)
+    g = torch.Generator().manual_seed(0)
+    start = get_flat(model)
+    walks = [torch.stack([start + 0.02 * e * torch.randn(start.shape, generator=g) for e in range(5)])
+             for _ in range(2)]
+    cfg = DistillConfig(num_pairs=10, iterations=iterations, syn_steps=2, expert_epochs=1, max_start_epoch=3,
+                        batch_syn=5, lr_init=0.05, device="cpu", progress=False, save_maps_every=0, ceo_beta=0.0,
+                        checkpoint_every=1, seed=3)
+    return Distiller(cfg, walks, model, torch.rand(30, 3, 8, 8, generator=g), torch.randn(30, 12, generator=g),
+                     run_dir=run_dir)
+
+
 def test_checkpoint_records_threads_and_a_resume_with_another_count_says_so(tmp_path):
-    from tests.test_distiller import tiny_distiller
     threads = torch.get_num_threads()
     d = tiny_distiller(run_dir=tmp_path, iterations=2)
     d.run()
