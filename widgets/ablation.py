@@ -72,26 +72,30 @@ class MethodRunner:
     same rate reuses them. Sizes come from the arguments: keep them small, runs happen in the kernel.
 
     Args:
-        source, source_options, encoder: the data (:func:`mdw_kit.pipeline.prepare_data`).
+        source, source_options, encoder: the data (:func:`mdw_kit.stages.prepare_data`, with the
+            backbone's features cached where the model has a frozen backbone).
         dual_track: :class:`~mdw_kit.experts.dual_track.DualTrackConfig` of the expert runs
             (``naive=True`` is set for the naive buffer).
         num_runs: expert runs per buffer.
         distill, eval_cfg, seeds: forwarded to ``run_method``.
         workdir: where buffers are written (default: a new temporary folder).
-        model_cfg: the model (default: ConvNet-3 on the data's image size and text dim).
+        model_cfg: the model: a ``ModelConfig``, its dict or a tower name (default: the preset's,
+            EfficientNet-Lite0 frozen, at the data's image size and text dim).
+        preset: the preset whose model section fills what ``model_cfg`` does not give.
     """
 
     def __init__(self, source: str = "shapes", source_options: Mapping[str, Any] | None = None,
                  encoder: str = "minilm", dual_track: Any = None, num_runs: int = 1,
                  distill: Mapping[str, Any] | None = None, eval_cfg: Mapping[str, Any] | None = None,
-                 seeds: Sequence[int] = (0,), workdir: str | None = None, model_cfg: Any = None):
+                 seeds: Sequence[int] = (0,), workdir: str | None = None, model_cfg: Any = None,
+                 preset: str = "default"):
         import tempfile
         from mdw_kit.distill.methods import METHODS
         from mdw_kit.experts.dual_track import DualTrackConfig
         self.source, self.source_options, self.encoder = source, dict(source_options or {}), encoder
         self.dual_track = dual_track or DualTrackConfig(epochs=4, warmup_epochs=1, progress=False)
         self.num_runs, self.distill, self.eval_cfg = int(num_runs), dict(distill or {}), dict(eval_cfg or {})
-        self.seeds, self.model_cfg, self.registry = tuple(seeds), model_cfg, METHODS
+        self.seeds, self.model_cfg, self.registry, self.preset = tuple(seeds), model_cfg, METHODS, preset
         self.workdir = workdir or tempfile.mkdtemp(prefix="mdw-ablation-")
         self._data: dict[float, Any] = {}
         self._buffers: dict[tuple[float, str], Any] = {}
@@ -105,9 +109,9 @@ class MethodRunner:
         """The data bundle at ``noise_rate`` (built once)."""
         key = round(float(noise_rate), 4)
         if key not in self._data:
-            from mdw_kit.pipeline import prepare_data
-            self._data[key] = prepare_data(self.source, key, source_options=self.source_options,
-                                           encoder=self.encoder)
+            from mdw_kit.stages import prepare_data
+            self._data[key] = prepare_data(self.source, key, options=self.source_options, encoder=self.encoder,
+                                           model=self.model_cfg, preset=self.preset)
         return self._data[key]
 
     def buffer(self, noise_rate: float, kind: str) -> Any:
@@ -116,11 +120,11 @@ class MethodRunner:
         if key not in self._buffers:
             from dataclasses import replace
             from pathlib import Path
-            from mdw_kit.distill.methods import default_model_config, train_pairs
+            from mdw_kit.distill.methods import train_pairs
             from mdw_kit.experts.buffer import build_buffer
             data = self.data(noise_rate)
             images, text = train_pairs(data)
-            mc = self.model_cfg or default_model_config(data)
+            mc = data.model_config
             cfg = replace(self.dual_track, naive=kind == "naive")
             self._buffers[key] = build_buffer(
                 Path(self.workdir) / f"buffer-{key[0]}-{kind}", mc, images, text, cfg, self.num_runs,
@@ -145,8 +149,9 @@ class MethodRunner:
         buffers = {k: self.buffer(noise_rate, k) for k in self._needed(name)}
         if callback is not None:
             callback(f"running {name}", None)
-        r = run_method(name, self.data(noise_rate), budget, buffers=buffers, distill=self.distill,
-                       eval_cfg=self.eval_cfg, seeds=self.seeds, model_cfg=self.model_cfg)
+        data = self.data(noise_rate)
+        r = run_method(name, data, budget, buffers=buffers, distill=self.distill,
+                       eval_cfg=self.eval_cfg, seeds=self.seeds, model_cfg=data.model_config)
         out = {"run": name, "description": self.describe(name),
                **{k: r["mean"][k] for k in ("R-sum", "TR@1", "IR@1") if k in r["mean"]}}
         if len(self.seeds) > 1:
