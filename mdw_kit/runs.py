@@ -74,6 +74,11 @@ def _atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically write ``text`` (UTF-8)."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     def w(tmp):

@@ -96,12 +96,13 @@ def dual_track_config(config: Any = None, preset: str | Mapping[str, Any] | None
 
 
 def noise_report(data: Any, config: Any = None, *, run_dir: str | Path | None = None,
-                 preset: str | Mapping[str, Any] | None = None) -> Any:
+                 preset: str | Mapping[str, Any] | None = None, with_result: bool = False) -> Any:
     """Stage 1 on its own: dual-track training on the noisy training pairs; the :class:`NoiseReport`
     (per-pair clean probability, noise score, flags, detection metrics where the noise is known).
 
     Pairs of one image (several captions) are not each other's negatives when scored. With
-    ``run_dir`` the report and the per-epoch detection are saved there.
+    ``run_dir`` the report and the per-epoch detection are saved there. ``with_result=True``
+    returns ``(report, DualTrackResult)`` (the tracks' states, per-epoch detection, timings).
     """
     from mdw_kit.experts.dual_track import train_dual_track
     cfg = dual_track_config(config, preset)
@@ -114,7 +115,7 @@ def noise_report(data: Any, config: Any = None, *, run_dir: str | Path | None = 
                      meta={"data_fingerprint": data.fingerprint(), "epochs": cfg.epochs})
     if run_dir is not None:
         rep.save(run_dir)
-    return rep
+    return (rep, res) if with_result else rep
 
 
 def build_buffer(data: Any, run_dir: str | Path, config: Any = None, *, runs: int | None = None,

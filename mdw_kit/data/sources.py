@@ -231,8 +231,8 @@ def decode_file(path: str | Path, image_size: int) -> tuple[np.ndarray, str]:
         raise DataError(f"unreadable image file '{path}': {e.strerror or e}") from None
     try:
         return decode_image(data, image_size), digest(data)
-    except DataError as e:
-        raise DataError(str(e).replace("image bytes", f"image file '{path}'", 1)) from None
+    except DataError:
+        return decode_image(path, image_size), digest(data)  # fails again, naming the file (not the bytes)
 
 
 # --------------------------------------------------------------- skip_bad bookkeeping
