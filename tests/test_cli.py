@@ -195,3 +195,20 @@ def test_non_utf8_metadata_through_the_cli_is_one_line(imagefolder_dir, capsys):
 def test_python_dash_m_runs_the_package():
     out = subprocess.run([sys.executable, "-m", "mdw_kit.cli", "distill", "-h"], capture_output=True, text=True)
     assert out.returncode == 0 and "--method" in out.stdout and "clean_oracle" in out.stdout
+
+
+def test_pipeline_runs_on_a_users_own_image_folder(tmp_path):
+    from PIL import Image
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rows = []
+    for i in range(48):
+        Image.new("RGB", (40, 40), (5 * i, 255 - 5 * i, (37 * i) % 255)).save(folder / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": f"a square of shade {i}"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    assert main(["pipeline", "--quick", "--source", "hf", "--option", f"path={folder}", "--option", "val_frac=0.2",
+                 "--option", "test_frac=0.2", "--encoder", "hash", "--tower", "convnet3", "--budget", "8",
+                 "--seeds", "0", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["source"] == "hf" and "mdw" in m["results"]
