@@ -212,3 +212,15 @@ def test_pipeline_runs_on_a_users_own_image_folder(tmp_path):
                  "--seeds", "0", "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["data"]["source"] == "hf" and "mdw" in m["results"]
+
+
+def test_a_full_disk_during_the_work_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import mdw_kit.cli.data as data_cmds
+
+    def full(run, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run.path / "data.json"))
+    monkeypatch.setattr(data_cmds, "save_data_record", full)
+    assert main(["data", *TINY, "--out", str(tmp_path / "d")]) == 2
+    assert _err(capsys) == f"error: cannot write or read '{tmp_path / 'd' / 'data.json'}': No space left on device"
