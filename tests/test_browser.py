@@ -1,9 +1,10 @@
-"""Notebook 04 in a real browser: JupyterLab on loopback, headless Debian Chromium via Playwright.
+"""All five notebooks in a real browser: JupyterLab on loopback, headless Debian Chromium via Playwright.
 
-Runs every cell in smoke mode, checks that the correspondence heatmap and the
-region viewer rendered, and that each answers one interaction (a heatmap click
-selects another cell; the iteration slider shows another saved iteration).
-Saves screenshots under the test's tmp folder.
+Each notebook runs every cell in smoke mode; the test then fails on an error output, a widget
+that shows "Error displaying widget" (or any widget error text), or a plot panel with no trace
+(an empty panel), answers one interaction per notebook (gallery paging, the noise explorer's
+loss view, the synthetic gallery's filter, a heatmap click and the iteration slider, an
+ablation run) and saves a screenshot under the test's tmp folder.
 
 Without Chromium or Playwright the test skips, except under ``CI=true``, where
 it fails: CI must exercise the widgets in a browser.
@@ -24,13 +25,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "04_correspondences_and_regions.ipynb"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHROMIUM = os.environ.get("MDW_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SERVER_START_S = 90          # JupyterLab up and answering
 PAGE_LOAD_MS = 90_000        # notebook panel in the page
-RUN_ALL_MS = 480_000         # every cell of notebook 04 in smoke mode (2 slow cores, loaded machine)
+RUN_ALL_MS = 480_000         # every cell of one notebook in smoke mode (2 slow cores, loaded machine)
 INTERACT_MS = 60_000         # a widget answers one interaction
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -62,12 +63,13 @@ def _lab_settings(settings_dir: Path) -> None:
         path.write_text(json.dumps(content))
 
 
-@pytest.fixture
-def lab(tmp_path: Path):
-    """A JupyterLab server on a random loopback port serving a copy of notebook 04 (smoke mode)."""
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name[:2])
+def lab(request, tmp_path: Path):
+    """A JupyterLab server on a random loopback port serving a copy of one notebook (smoke mode)."""
+    notebook = request.param
     work = tmp_path / "lab"
     (work / "root").mkdir(parents=True)
-    shutil.copy(NOTEBOOK, work / "root" / NOTEBOOK.name)
+    shutil.copy(notebook, work / "root" / notebook.name)
     _lab_settings(work / "settings")
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, MDW_SMOKE="1", MDW_NO_PROGRESS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
@@ -95,7 +97,7 @@ def lab(tmp_path: Path):
                 raise RuntimeError(f"JupyterLab did not start within {SERVER_START_S} s; log:\n"
                                    f"{(work / 'server.log').read_text()[-3000:]}")
             time.sleep(0.5)
-        yield {"url": url, "token": token, "notebook": NOTEBOOK.name, "log": work / "server.log"}
+        yield {"url": url, "token": token, "notebook": notebook.name, "log": work / "server.log"}
     finally:
         proc.terminate()
         try:
@@ -121,21 +123,97 @@ def playwright_api():
     return sync_playwright
 
 
-def test_notebook_04_widgets_render_and_respond(playwright_api, lab, tmp_path: Path):
+def test_notebook_widgets_render_and_respond(playwright_api, lab, tmp_path: Path):
     with playwright_api() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.set_default_timeout(INTERACT_MS)
             _run_notebook(page, lab)
-            _check_heatmap(page, tmp_path)
-            _check_region_viewer(page, tmp_path)
+            _check_no_widget_errors(page)
+            _check_no_empty_panels(page)
+            INTERACTIONS[lab["notebook"][:2]](page, tmp_path)
+            page.screenshot(path=str(tmp_path / f"notebook{lab['notebook'][:2]}.png"), full_page=True)
+            print(f"screenshots in {tmp_path}")
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"))
             print(f"server log tail:\n{lab['log'].read_text()[-3000:]}")
             raise
         finally:
             browser.close()
+
+
+def _check_no_widget_errors(page) -> None:
+    """No output says a widget could not be displayed or created."""
+    bad = page.locator(".jp-OutputArea-output:has-text('Error displaying widget'), "
+                       ".jp-OutputArea-output:has-text('Error creating widget')")
+    assert bad.count() == 0, bad.first.inner_text()
+
+
+def _check_no_empty_panels(page) -> None:
+    """Every plotly subplot shows at least one trace with data (an empty panel fails)."""
+    empty = page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(plot =>
+        Array.from(plot.querySelectorAll('.cartesianlayer .subplot')).filter(sp =>
+            sp.querySelectorAll('.trace path, .trace .point, .heatmaplayer image, .hm image').length === 0).map(sp => {
+                const w = plot.closest('[class*="mdw-"]');
+                return (w ? Array.from(w.classList).find(c => c.startsWith('mdw-')) : 'plot') + ' ' +
+                       sp.getAttribute('class'); }))""")
+    assert not empty, f"empty plot panels: {empty}"
+
+
+def _wait_changed(page, selector: str, before: str) -> str:
+    page.wait_for_function(
+        "([s, b]) => { const e = document.querySelector(s); return e && e.innerText !== b; }",
+        arg=[selector, before], timeout=INTERACT_MS)
+    return _text(page, selector)
+
+
+def _check_gallery_paging(page, tmp_path: Path) -> None:
+    gallery = page.locator(".mdw-pair-gallery").first
+    gallery.scroll_into_view_if_needed()
+    label = ".mdw-pair-gallery .mdw-page-label"
+    before = _text(page, label)
+    assert before.startswith("page 1 /"), before
+    gallery.locator("button:has-text('next')").first.click()
+    assert _wait_changed(page, label, before).startswith("page 2 /")
+    gallery.screenshot(path=str(tmp_path / "gallery.png"))
+
+
+def _check_noise_explorer(page, tmp_path: Path) -> None:
+    ex = page.locator(".mdw-noise-explorer").first
+    ex.scroll_into_view_if_needed()
+    assert ex.locator(".cartesianlayer .subplot").count() == 3
+    ex.locator("button:has-text('per-pair loss')").first.click()
+    page.wait_for_function("() => document.querySelector('.mdw-noise-explorer')"
+                           ".querySelectorAll('.cartesianlayer .subplot').length === 2", timeout=INTERACT_MS)
+    assert ex.locator(".shapelayer path").count() == 0          # no threshold lines on the loss view
+    _check_no_empty_panels(page)
+    ex.screenshot(path=str(tmp_path / "noise_explorer.png"))
+    report = page.locator(".mdw-mismatch-report").first
+    report.scroll_into_view_if_needed()
+    assert report.locator("table.mdw-mismatch-table img").count() > 0
+    report.screenshot(path=str(tmp_path / "mismatch_report.png"))
+
+
+def _check_heatmap_and_regions(page, tmp_path: Path) -> None:
+    _check_heatmap(page, tmp_path)
+    _check_region_viewer(page, tmp_path)
+
+
+def _check_ablation_run(page, tmp_path: Path) -> None:
+    panel = page.locator(".mdw-ablation-panel").first
+    panel.scroll_into_view_if_needed()
+    rows = panel.locator("table tr").count()
+    panel.locator("select").first.select_option("random")
+    panel.locator("button:has-text('run')").first.click()
+    page.wait_for_function("(n) => document.querySelector('.mdw-ablation-panel').querySelectorAll('table tr')"
+                           ".length > n", arg=rows, timeout=RUN_ALL_MS)
+    assert "done" in panel.inner_text()
+    panel.screenshot(path=str(tmp_path / "ablation_panel.png"))
+
+
+INTERACTIONS = {"01": _check_gallery_paging, "02": _check_noise_explorer, "03": _check_gallery_paging,
+                "04": _check_heatmap_and_regions, "05": _check_ablation_run}
 
 
 def _run_notebook(page, lab) -> None:
@@ -185,5 +263,3 @@ def _check_region_viewer(page, tmp_path: Path) -> None:
     after = _text(page, ".mdw-region-viewer .mdw-region-state")
     assert after.endswith("iteration 0"), (before, after)
     viewer.screenshot(path=str(tmp_path / "region_viewer.png"))
-    page.screenshot(path=str(tmp_path / "notebook04.png"))
-    print(f"screenshots in {tmp_path}")

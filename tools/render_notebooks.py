@@ -10,7 +10,8 @@ Each notebook runs top to bottom in a fresh kernel (``nbclient``), first in smok
 output keeps its static fallback (the PNG or HTML table the widget attached), never the
 widget view, so the page is small and shows the final state of each view. The first PNG of the
 cell tagged ``readme-figure`` becomes ``docs/images/<notebook>.png`` (the README's picture).
-``docs/notebooks/timings.json`` records each run's wall time, the command and the thread count.
+``docs/notebooks/timings.json`` records each run's wall time and the kernel's CPU time (which a
+loaded machine inflates less), the command, the thread count and the machine's load average.
 """
 from __future__ import annotations
 
@@ -79,6 +80,24 @@ def readme_figure(nb: nbformat.NotebookNode) -> bytes | None:
     return None
 
 
+def kernel_cpu_seconds(nb: nbformat.NotebookNode) -> float | None:
+    """The kernel's CPU seconds, as the notebook's last cell prints them (``..., N s of CPU``).
+
+    Example:
+        >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
+        >>> nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="notebook ran in 9 s, 14 s of CPU (smoke)")]
+        >>> kernel_cpu_seconds(nb)
+        14.0
+    """
+    import re
+    for cell in reversed(nb.cells):
+        for out in cell.get("outputs", []):
+            m = re.search(r"notebook ran in \d+ s, (\d+) s of CPU", out.get("text", ""))
+            if m:
+                return float(m.group(1))
+    return None
+
+
 def execute(path: Path, smoke: bool, threads: int, timeout: int) -> tuple[nbformat.NotebookNode, float]:
     """Run one notebook top to bottom in a fresh kernel; returns the executed copy and its wall time."""
     from nbclient import NotebookClient
@@ -112,10 +131,12 @@ def render(name: str, smoke: bool, threads: int, timeout: int) -> dict[str, Any]
     path = NOTEBOOKS / name
     row: dict[str, Any] = {"notebook": name}
     if smoke:
-        _, row["smoke_s"] = execute(path, True, threads, timeout)
-        print(f"{name}: smoke {row['smoke_s']:.0f} s", flush=True)
+        small, row["smoke_s"] = execute(path, True, threads, timeout)
+        row["smoke_cpu_s"] = kernel_cpu_seconds(small)
+        print(f"{name}: smoke {row['smoke_s']:.0f} s ({row['smoke_cpu_s']} s of kernel CPU)", flush=True)
     nb, row["full_s"] = execute(path, False, threads, timeout)
-    print(f"{name}: full {row['full_s']:.0f} s", flush=True)
+    row["full_cpu_s"] = kernel_cpu_seconds(nb)
+    print(f"{name}: full {row['full_s']:.0f} s ({row['full_cpu_s']} s of kernel CPU)", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     page = OUT / (path.stem + ".html")
     page.write_text(to_html(strip_widgets(nb), path.stem), encoding="utf-8")
@@ -146,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     record.write_text(json.dumps({
         "command": "python tools/render_notebooks.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "notebooks": [merged[k] for k in sorted(merged)]}, indent=1) + "\n")
     for r in rows:
         print(r)

@@ -107,6 +107,7 @@ class PairGallery(StaticFigureMixin, W.VBox):
         self.next_btn = W.Button(description="next", icon="arrow-right", layout=W.Layout(width="110px"))
         self.clear_btn = W.Button(description="show all", layout=W.Layout(width="110px", display="none"))
         self.page_label = W.Label()
+        self.page_label.add_class("mdw-page-label")
         self.prev_btn.on_click(lambda _: self.go_to(self.page - 1))
         self.next_btn.on_click(lambda _: self.go_to(self.page + 1))
         self.clear_btn.on_click(lambda _: self.show_pairs(None))
