@@ -505,9 +505,9 @@ buffer = build_buffer(tempfile.mkdtemp(prefix="mdw-nb04-"), model_cfg, images, d
 dcfg = DistillConfig(num_pairs=16 if SMOKE else 40, iterations=6 if SMOKE else 40,
                      syn_steps=3 if SMOKE else 5, expert_epochs=1 if SMOKE else 2,
                      max_start_epoch=2 if SMOKE else 5, batch_syn=8 if SMOKE else 20,
-                     lr_init=0.01 if SMOKE else None, ceo_beta=0.5, ceo_every=3 if SMOKE else 5,
+                     lr_init=0.01 if SMOKE else None, ceo_beta=0.5, ceo_every=6 if SMOKE else 5,
                      ceo_method="occlusion", lr_img=0.0025,
-                     save_maps_every=2 if SMOKE else 10)
+                     save_maps_every=3 if SMOKE else 10)   # occlusion maps are the slow part: fewer in smoke mode
 print(f"expert noise detection AUROC {buffer.consensus.summary()['auroc']:.3f}")
 monitor = TrainingMonitor.for_distillation()      # matching loss and learned rates (no evaluation here)
 monitor.show(static=False)

@@ -60,15 +60,46 @@ def track_embeddings(states: Mapping[str, Mapping[str, torch.Tensor]], model_fn:
         raise ValueError("track_embeddings: no track states given")
     img_parts, txt_parts = [], []
     for state in states.values():
-        model = model_fn()
-        model.load_state_dict(state)
-        model.eval()
+        model = _load(model_fn, state).eval()
         img_parts.append(torch.cat([F.normalize(model.encode_image(images[k:k + batch_size]).float(), dim=1)
                                     for k in range(0, len(images), batch_size)]))
         txt_parts.append(torch.cat([F.normalize(model.encode_text(text[k:k + batch_size]).float(), dim=1)
                                     for k in range(0, len(text), batch_size)]))
     scale = len(states) ** -0.5
     return torch.cat(img_parts, dim=1).cpu() * scale, torch.cat(txt_parts, dim=1).cpu() * scale
+
+
+def buffer_states(buffer: Any, model_fn: Callable[[], torch.nn.Module],
+                  trajectories: Sequence[int] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """State dicts of the last epoch of an expert buffer's trajectories (default: all of them), for
+    :func:`track_embeddings` where only the buffer is at hand.
+
+    Example:
+        >>> from torch import nn
+        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel, get_flat
+        >>> fn = lambda: RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
+        >>> flat = get_flat(fn())
+        >>> class Buf:
+        ...     num_trajectories = 1
+        ...     def trajectory(self, i): return torch.stack([flat * 0, flat])
+        >>> s = buffer_states(Buf(), fn)
+        >>> list(s), bool(torch.equal(get_flat(_load(fn, s["0"])), flat))
+        (['0'], True)
+    """
+    from mdw_kit.models.retrieval import set_flat
+    picks = range(buffer.num_trajectories) if trajectories is None else trajectories
+    out = {}
+    for i in picks:
+        model = model_fn()
+        set_flat(model, buffer.trajectory(int(i))[-1].float())
+        out[str(i)] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return out
+
+
+def _load(model_fn: Callable[[], torch.nn.Module], state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    model = model_fn()
+    model.load_state_dict(state)
+    return model
 
 
 def best_other_captions(image_emb: torch.Tensor, text_emb: torch.Tensor, captions: Sequence[str],
