@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mdw_kit.distill.correspondence import Correspondence, make_correspondence
+from mdw_kit.distill.correspondence import FORMS, Correspondence, make_correspondence
+from mdw_kit.train import symmetric_info_nce
 
 
 def diag_share(P: torch.Tensor) -> torch.Tensor:
@@ -33,28 +34,55 @@ def test_learnable_kinds_start_identity_dominant_and_stay_non_negative(kind):
     assert bool((c.matrix() >= 0).all()) and bool(torch.isfinite(c.matrix()).all())
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("kind", ["full", "lowrank"])
-def test_gradients_reach_every_parameter(kind):
-    c = make_correspondence(kind, 8, rank=2)
-    with torch.no_grad():
-        for p in c.parameters():
-            p.add_(0.3 * torch.randn_like(p))  # lowrank: R starts at zero, so L's gradient would too
-    (c.matrix() * torch.randn(8, 8)).sum().backward()
+def test_gradients_reach_every_parameter_at_the_initial_value(kind, form):
+    c = make_correspondence(kind, 8, rank=2, form=form)
+    logits = torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+    symmetric_info_nce(logits, targets=c.sub(torch.arange(8))).backward()
     for name, p in c.named_parameters():
-        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+        assert p.grad is not None and float(p.grad.abs().min() if name != "logits" else p.grad.abs().sum()) > 0, name
 
 
-def test_lowrank_starts_with_zero_lowrank_part_and_respects_rank():
+@pytest.mark.parametrize("kind", ["full", "lowrank"])
+def test_exp_form_has_no_vanishing_slope_at_the_start(kind):
+    """What the loss sees is a softmax of the logits: d log q_ij / d Z_ij = 1 - q_ij (close to 1 off
+    the diagonal), where the sigmoid form's diagonal sits at slope sigmoid'(4) = 0.018."""
+    c = make_correspondence(kind, 20, rank=3)
+    z = c._logits().detach().requires_grad_(True)
+    q = c._squash(z) / c._squash(z).sum(dim=1, keepdim=True)
+    torch.log(q[2, 7]).backward()
+    assert float(z.grad[2, 7]) == pytest.approx(1.0 - float(q[2, 7].detach()), rel=1e-5)
+    assert float(z.grad[2, 7]) > 0.99
+    s = make_correspondence(kind, 20, rank=3, form="sigmoid")
+    zs = s._logits().detach().requires_grad_(True)
+    torch.sigmoid(zs)[3, 3].backward()
+    assert float(zs.grad[3, 3]) < 0.02
+
+
+@pytest.mark.parametrize("M", [10, 100, 500])
+@pytest.mark.parametrize("share", [0.02, 0.1])
+def test_exp_form_starts_with_the_requested_off_diagonal_share(M, share):
+    for kind in ("full", "lowrank"):
+        c = make_correspondence(kind, M, rank=2, off_share=share)
+        assert c.off_diagonal_share() == pytest.approx(share, abs=1e-3)
+        assert torch.allclose(c.row_shares().sum(dim=1), torch.ones(M))
+
+
+def test_lowrank_starts_near_zero_lowrank_part_and_respects_rank():
     c = make_correspondence("lowrank", 30, rank=3, alpha=2.0)
-    assert torch.count_nonzero(c.lowrank_part()) == 0
+    assert 0 < float(c.lowrank_part().abs().max()) < 1e-3
     with torch.no_grad():
         c.right.normal_()
         c.left.normal_()
     assert int(torch.linalg.matrix_rank(c.lowrank_part())) == 3
     # off the diagonal, the matrix's logits are exactly the fixed offset plus the low-rank part
     off_diag = ~torch.eye(30, dtype=torch.bool)
-    logits = torch.logit(c.matrix().detach().double())
-    assert torch.allclose(logits[off_diag] - c.off_logit, c.lowrank_part().detach().double()[off_diag], atol=1e-4)
+    for form, inverse in (("exp", torch.log), ("sigmoid", torch.logit)):
+        c.form = form
+        logits = inverse(c.matrix().detach().double())
+        assert torch.allclose(logits[off_diag] - c.off_logit, c.lowrank_part().detach().double()[off_diag],
+                              atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["identity", "full", "lowrank"])
@@ -84,12 +112,18 @@ def test_bad_arguments_are_clear_errors():
         make_correspondence("lowrank", 4, rank=5)
     with pytest.raises(ValueError, match="lowrank"):
         make_correspondence("full", 4).lowrank_part()
+    with pytest.raises(ValueError, match="form"):
+        make_correspondence("full", 4, form="softplus")
+    with pytest.raises(ValueError, match="off_share"):
+        make_correspondence("full", 4, off_share=1.0)
 
 
-def test_config_rebuilds_the_same_kind():
-    c = make_correspondence("lowrank", 7, rank=2, alpha=3.0)
+@pytest.mark.parametrize("form", FORMS)
+def test_config_rebuilds_the_same_kind(form):
+    c = make_correspondence("lowrank", 7, rank=2, alpha=3.0, form=form)
     cfg = c.config()
+    assert cfg["form"] == form
     d = make_correspondence(cfg["kind"], cfg["size"], rank=cfg["rank"], alpha=cfg["alpha"],
-                            off_logit=cfg["off_logit"])
+                            off_logit=cfg["off_logit"], form=cfg["form"])
     d.load_state_dict(c.state_dict())
     assert torch.equal(c.matrix(), d.matrix())

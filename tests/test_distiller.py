@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import mdw_kit.distill.distiller as distiller
+from mdw_kit.distill import distiller
 from mdw_kit.data import load_source
 from mdw_kit.distill.distiller import DistillConfig, Distiller, TrajectoryList
 from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
@@ -402,3 +402,62 @@ def test_selection_can_keep_the_learned_rates_on_the_starting_pairs(monkeypatch)
         assert torch.equal(syn.state_dict()[k], states[3][k])  # the rates and P~ learned by iteration 3
     assert not torch.equal(states[3]["log_lr"], states[6]["log_lr"])
     assert d.summary()["selected_kind"] == "start_pairs"
+
+
+# ------------------------------------------------------------------ image options
+def test_image_options_at_strength_zero_are_plain_matching_bit_for_bit(monkeypatch):
+    plain = tiny_distiller(iterations=3, ceo_beta=0.0)
+    plain.run()
+    monkeypatch.setattr(distiller, "augment", lambda *a, **k: pytest.fail("augment ran at strength 0"))
+    monkeypatch.setattr(distiller, "total_variation", lambda *a, **k: pytest.fail("TV ran at weight 0"))
+    zero = tiny_distiller(iterations=3, ceo_beta=0.0, augment_strength=0.0, tv_weight=0.0, pixel_grad_blur=0.0)
+    zero.run()
+    for name, t in plain.syn.state_dict().items():
+        assert torch.equal(t, zero.syn.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("option", [{"augment_strength": 1.0}, {"tv_weight": 5.0}])
+def test_image_options_change_the_images_and_stay_reproducible(option):
+    plain = tiny_distiller(iterations=3, ceo_beta=0.0)
+    plain.run()
+    a, b = (tiny_distiller(iterations=3, ceo_beta=0.0, **option) for _ in range(2))
+    a.run()
+    b.run()
+    assert torch.equal(a.syn.images, b.syn.images)
+    assert not torch.equal(a.syn.images, plain.syn.images)
+
+
+def test_tv_penalty_makes_images_smoother():
+    from mdw_kit.distill.augment import total_variation
+    runs = {w: tiny_distiller(iterations=6, ceo_beta=0.0, tv_weight=w) for w in (0.0, 50.0)}
+    for d in runs.values():
+        d.run()
+    assert "tv" in runs[50.0].history[-1]
+    assert float(total_variation(runs[50.0].syn.images.detach())) < float(total_variation(runs[0.0].syn.images.detach()))
+
+
+def test_augmentation_is_differentiable_and_strength_scales_it():
+    from mdw_kit.distill.augment import augment
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    small = augment(x, 0.1, torch.Generator().manual_seed(0))
+    large = augment(x, 1.0, torch.Generator().manual_seed(0))
+    small.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    assert float((small - x).abs().mean().detach()) < float((large - x).abs().mean().detach())
+    with pytest.raises(ValueError, match="strength"):
+        augment(x, -1.0)
+
+
+def test_new_options_are_validated_by_name():
+    for bad in ({"augment_strength": -1.0}, {"tv_weight": -0.1}, {"corr_form": "softplus"}, {"corr_off_share": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))[:8]):
+            DistillConfig(**bad)
+
+
+@pytest.mark.parametrize("form", ["exp", "sigmoid"])
+def test_correspondence_form_is_kept_through_save_and_load(tmp_path, form):
+    d = tiny_distiller(iterations=2, corr_form=form, corr_off_share=0.1)
+    syn = d.run()
+    assert syn.corr.form == form
+    back = DistilledSet.load(syn.save(tmp_path / "set"))
+    assert back.corr.form == form and torch.equal(back.targets(), syn.targets())

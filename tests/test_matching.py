@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import mdw_kit.distill.matching as matching
+from mdw_kit.distill import matching
 from mdw_kit.distill.matching import (calibrate_lr, match_loss, param_distance_loss, sample_batches,
                                       student_loss, time_plain_steps, tower_groups)
 from mdw_kit.distill.synthetic import DistilledSet
@@ -190,3 +190,17 @@ def test_time_plain_steps_and_calibrate_lr():
     lrs = calibrate_lr(model, syn, [(start, target)], 2, 6, grid=(1e-4, 1e-2, 1.0))
     assert len(lrs) == 2 and set(lrs) <= {1e-4, 1e-2, 1.0}
     assert torch.equal(syn.log_lr.detach(), before)  # calibration leaves the set as it was
+
+
+def test_identity_transform_is_plain_matching_and_a_transform_reaches_the_pixels():
+    model, start_target = tiny_model(), None
+    start, target = expert_pair(model)
+    batches = sample_batches(12, 2, 6, torch.Generator().manual_seed(0))
+    grads = []
+    for transform in (None, lambda x: x, lambda x: x.flip(-1)):
+        syn = tiny_set()
+        out = match_loss(model, syn, start, target, 2, 6, batches=batches, transform=transform)
+        out.loss.backward()
+        grads.append(syn.images.grad.clone())
+    assert torch.equal(grads[0], grads[1])
+    assert not torch.allclose(grads[0], grads[2])

@@ -2,8 +2,12 @@
 
 Rows are synthetic images, columns synthetic texts. Sort both by the order the
 pairs were drawn in, by diagonal strength, or by a hierarchical clustering of the
-rows; view the learned matrix, the initial one, or their difference. Clicking a
-cell shows the synthetic image, the nearest real captions of the text and the value.
+rows; view what moved off the diagonal (the default: each row normalised as the loss
+sees it, the diagonal blanked, on the off-diagonal entries' own colour scale), the
+learned matrix, the initial one, or their difference. Beside it: the mean off-diagonal
+share of a row (and at the start) and the strongest off-diagonal pairs with their
+images and texts; clicking one of them, or a cell, shows the synthetic image, the
+nearest real captions of the text and the value.
 
 Example:
     >>> import torch
@@ -28,7 +32,8 @@ from mdw_kit.viz import plot_correspondence
 from widgets._static import PlotPane, StaticFigureMixin, image_widget, png_bytes
 
 ORDERS = ("init order", "diagonal strength", "clustered")
-VIEWS = ("learned", "initial", "learned - initial")
+VIEWS = ("off-diagonal", "learned", "initial", "learned - initial")
+TOP_PAIRS = 6
 
 
 def _np(x: Any) -> np.ndarray:
@@ -117,7 +122,7 @@ class CorrespondenceHeatmap(StaticFigureMixin, W.VBox):
     def _build_controls(self) -> None:
         has_init = self.init_matrix is not None
         self.order = W.Dropdown(options=ORDERS, value=ORDERS[0], description="sort")
-        self.view = W.ToggleButtons(options=VIEWS if has_init else VIEWS[:1], value=VIEWS[0])
+        self.view = W.ToggleButtons(options=VIEWS if has_init else VIEWS[:2], value=VIEWS[0])
         self.order.observe(lambda _: self._redraw(), names="value")
         self.view.observe(lambda _: self._redraw(), names="value")
         self.img = image_widget(128)
@@ -127,7 +132,29 @@ class CorrespondenceHeatmap(StaticFigureMixin, W.VBox):
         pics = [W.VBox([W.HTML("synthetic image"), self.img])]
         if self.init_images is not None:
             pics.append(W.VBox([W.HTML("initial real image"), self.init_img]))
-        self.detail_box = W.VBox([W.HBox(pics), self.detail])
+        self.detail_box = W.VBox([W.HBox(pics), self.detail, self._moved_panel()])
+
+    def _moved_panel(self) -> W.VBox:
+        """The off-diagonal share and one button per strongest off-diagonal pair (click: select it)."""
+        from mdw_kit.distill.diagnostics import off_diagonal_share, top_off_diagonal
+        P = torch.as_tensor(self.matrix)
+        start = "" if self.init_matrix is None else \
+            f" (start {100 * off_diagonal_share(torch.as_tensor(self.init_matrix)):.1f}%)"
+        self.moved_summary = W.HTML(f"<b>mean off-diagonal share of a row: {100 * off_diagonal_share(P):.1f}%"
+                                    f"</b>{start}<br>strongest off-diagonal pairs (share of the row):")
+        self.moved_summary.add_class("mdw-heatmap-moved")
+        self.top_pairs = top_off_diagonal(P, TOP_PAIRS)
+        rows = []
+        for i, j, v in self.top_pairs:
+            b = W.Button(description=f"image {i} -> text {j}: {100 * v:.1f}%", layout=W.Layout(width="220px"),
+                         tooltip=f"text {j}: {self.text_labels[j]}")
+            b.on_click(lambda _b, i=i, j=j: self.select(i, j))
+            label = W.HTML(f"<small>{html.escape(self.text_labels[j])}</small>", layout=W.Layout(width="260px"))
+            thumb = image_widget(40)
+            if self.images is not None:
+                thumb.value = png_bytes(self.images[i], min_side=40)
+            rows.append(W.HBox([thumb, b, label]))
+        return W.VBox([self.moved_summary, *rows])
 
     @property
     def permutation(self) -> np.ndarray:
@@ -136,6 +163,9 @@ class CorrespondenceHeatmap(StaticFigureMixin, W.VBox):
 
     def shown_matrix(self) -> np.ndarray:
         """The matrix of the current view, in the original order."""
+        if self.view.value == "off-diagonal":
+            from mdw_kit.distill.diagnostics import off_diagonal_view
+            return off_diagonal_view(torch.as_tensor(self.matrix)).double().numpy()
         if self.view.value == "initial":
             return self.init_matrix
         if self.view.value == "learned - initial":
@@ -210,8 +240,23 @@ class CorrespondenceHeatmap(StaticFigureMixin, W.VBox):
         return self.selected
 
     def static_figure(self) -> Figure:
-        """Learned (and initial, difference) matrices in the current order, as matplotlib."""
-        return plot_correspondence(self.matrix, self.init_matrix, order=self.permutation)
+        """The current view in the current order, as matplotlib: the off-diagonal view with the
+        strongest off-diagonal pairs listed, or the learned / initial / difference panels."""
+        if self.view.value != "off-diagonal":
+            return plot_correspondence(self.matrix, self.init_matrix, order=self.permutation)
+        perm = self.permutation
+        fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+        ax = fig.add_subplot(1, 2, 1)
+        im = ax.imshow(self.shown_matrix()[np.ix_(perm, perm)], cmap="viridis", interpolation="nearest")
+        ax.set_title(self.moved_summary.value.split("<br>")[0].replace("<b>", "").replace("</b>", ""), fontsize=9)
+        ax.set_xlabel("synthetic text")
+        ax.set_ylabel("synthetic image")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="share of the row")
+        lines = [f"image {i} -> text {j}: {100 * v:.1f}%\n   {self.text_labels[j][:60]}" for i, j, v in self.top_pairs]
+        txt = fig.add_subplot(1, 2, 2)
+        txt.axis("off")
+        txt.text(0, 1, "strongest off-diagonal pairs\n\n" + "\n".join(lines), va="top", fontsize=8, family="monospace")
+        return fig
 
 
 def initial_matrix(dset: Any) -> np.ndarray | None:
@@ -220,7 +265,7 @@ def initial_matrix(dset: Any) -> np.ndarray | None:
         from mdw_kit.distill.correspondence import make_correspondence
         cfg = dict(dset.corr.config())
         kind, size = cfg.pop("kind"), cfg.pop("size")
-        keep = {k: cfg[k] for k in ("rank", "alpha", "off_logit") if k in cfg}
+        keep = {k: cfg[k] for k in ("rank", "alpha", "off_logit", "form") if k in cfg}
         keep["rank"] = max(int(keep.get("rank", 1)), 1)
         return make_correspondence(kind, size, **keep).matrix().detach().cpu().numpy()
     except (ImportError, KeyError, TypeError, ValueError):

@@ -4,49 +4,84 @@
 it replaces the identity target of contrastive training. Three kinds:
 
 - ``"identity"``: the fixed identity (plain InfoNCE targets; nothing to learn).
-- ``"full"``: ``M x M`` learnable logits ``W``; ``P~ = sigmoid(W)``.
+- ``"full"``: ``M x M`` learnable logits ``Z = W``.
 - ``"lowrank"``: logits ``Z = c + diag(a) + (alpha / r) L R^T`` with ``c`` a fixed
-  off-diagonal offset, as LoRS parametrises the similarity (here in logit space);
-  ``P~ = sigmoid(Z)``. ``L`` starts small and random, ``R`` at zero, so the
-  low-rank part starts at zero and ``P~`` starts identity-dominant.
+  off-diagonal offset, as LoRS parametrises the similarity (here in logit space).
+  ``L`` and ``R`` start small and random (``init_scale``), so the low-rank part starts
+  near zero and both factors receive gradients at the start.
 
-Normalisation: entries of :meth:`Correspondence.matrix` are correspondence
-probabilities in ``(0, 1)`` (exactly 0/1 for ``"identity"``); rows and columns do
-*not* sum to one. The soft contrastive loss normalises them itself: per row for
-image-to-text and per column for text-to-image (see
-:func:`mdw_kit.distill.matching.soft_targets`). At the default initialisation
-(diagonal logit +4, off-diagonal logit -8) a row of a mini-batch of 50 puts
-about 98% of its normalised mass on the diagonal.
+Two forms map the logits to the matrix:
+
+- ``"exp"`` (default): ``P~ = exp(Z)``, positive masses. The soft contrastive loss
+  normalises rows (image-to-text) and columns (text-to-image), so what it sees is a
+  softmax of the logits: the normalised soft targets as LoRS learns them. The slope of
+  ``log P~`` in ``Z`` is 1 everywhere, so an off-diagonal entry is never stuck, however
+  small its mass. The off-diagonal logit starts at
+  ``log(s / ((1 - s)(M - 1)))`` so that each row puts a share ``s = off_share`` of its
+  normalised mass off the diagonal (spread evenly); the diagonal logit starts at 0.
+- ``"sigmoid"``: ``P~ = sigmoid(Z)``, entries are probabilities in ``(0, 1)``, starting at
+  logit +4 on and -8 off the diagonal. At -8 the sigmoid's slope is ``3e-4``: off-diagonal
+  entries barely learn (kept to read artifacts written with it).
+
+Rows and columns of :meth:`Correspondence.matrix` do *not* sum to one in either form;
+:meth:`Correspondence.row_shares` gives the row-normalised matrix the image-to-text loss
+sees, and :meth:`Correspondence.off_diagonal_share` its mean off-diagonal mass.
 
 Example:
     >>> c = make_correspondence("lowrank", 6, rank=2)
     >>> P = c.matrix()
     >>> P.shape, bool((P.diagonal() > 0.9).all()), bool((P >= 0).all())
     (torch.Size([6, 6]), True, True)
+    >>> round(c.off_diagonal_share(), 3)
+    0.02
     >>> c.sub(torch.tensor([0, 3])).shape
     torch.Size([2, 2])
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 KINDS = ("identity", "full", "lowrank")
-DIAG_LOGIT = 4.0
-OFF_LOGIT = -8.0
+FORMS = ("exp", "sigmoid")
+DIAG_LOGIT = 4.0  # "sigmoid" form
+OFF_LOGIT = -8.0  # "sigmoid" form
+OFF_SHARE = 0.02  # "exp" form: share of a row's normalised mass off the diagonal at the start
+LOGIT_BOUND = 30.0  # "exp" form: logits are clamped to +-this so exp() stays finite
+
+
+def initial_logits(form: str, size: int, off_share: float = OFF_SHARE) -> tuple[float, float]:
+    """``(diagonal, off-diagonal)`` starting logits of a form (see the module docstring).
+
+    Example:
+        >>> d, o = initial_logits("exp", 11, off_share=0.5)
+        >>> import math; round(math.exp(o) * 10 / (math.exp(d) + math.exp(o) * 10), 3)
+        0.5
+    """
+    if form == "sigmoid":
+        return DIAG_LOGIT, OFF_LOGIT
+    if form != "exp":
+        raise ValueError(f"unknown correspondence form {form!r}; use one of {FORMS}")
+    if not 0.0 < off_share < 1.0:
+        raise ValueError(f"correspondence off_share must be in (0, 1), got {off_share}")
+    return 0.0, math.log(off_share / ((1.0 - off_share) * max(size - 1, 1)))
 
 
 class Correspondence(nn.Module):
-    """A soft ``M x M`` correspondence matrix (see the module docstring for the kinds).
+    """A soft ``M x M`` correspondence matrix (see the module docstring for kinds and forms).
 
     Args:
         kind: ``"identity"``, ``"full"`` or ``"lowrank"``.
         size: ``M``, the number of synthetic pairs.
         rank: ``r`` of the low-rank part (``"lowrank"`` only).
         alpha: scale of the low-rank part, applied as ``alpha / r``.
-        diag_logit, off_logit: initial logits on and off the diagonal.
-        init_scale: standard deviation of the initial ``L`` (``R`` starts at zero).
-        seed: seeds the initial ``L``.
+        diag_logit, off_logit: initial logits on and off the diagonal (``None``: the form's).
+        init_scale: standard deviation of the initial ``L`` and ``R``.
+        seed: seeds the initial ``L`` and ``R``.
+        form: ``"exp"`` or ``"sigmoid"``.
+        off_share: ``"exp"`` form: starting off-diagonal share of a row's normalised mass.
 
     Example:
         >>> c = Correspondence("full", 4)
@@ -55,30 +90,32 @@ class Correspondence(nn.Module):
     """
 
     def __init__(self, kind: str, size: int, rank: int = 8, alpha: float = 1.0,
-                 diag_logit: float = DIAG_LOGIT, off_logit: float = OFF_LOGIT,
-                 init_scale: float = 0.01, seed: int = 0):
+                 diag_logit: float | None = None, off_logit: float | None = None,
+                 init_scale: float = 0.01, seed: int = 0, form: str = "exp", off_share: float = OFF_SHARE):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown correspondence kind {kind!r}; use one of {KINDS}")
         if size < 1:
             raise ValueError(f"correspondence size must be >= 1, got {size}")
-        self.kind, self.size = kind, int(size)
+        d0, o0 = initial_logits(form, size, off_share)
+        diag_logit = d0 if diag_logit is None else float(diag_logit)
+        self.kind, self.size, self.form = kind, int(size), form
         self.rank = int(rank) if kind == "lowrank" else 0
         self.alpha = float(alpha)
-        self.off_logit = float(off_logit)
+        self.off_logit = o0 if off_logit is None else float(off_logit)
         if kind == "identity":
             self.register_buffer("eye", torch.eye(size))
         elif kind == "full":
-            w = torch.full((size, size), float(off_logit))
-            w.fill_diagonal_(float(diag_logit))
+            w = torch.full((size, size), self.off_logit)
+            w.fill_diagonal_(diag_logit)
             self.logits = nn.Parameter(w)
         else:
             if not 1 <= self.rank <= size:
                 raise ValueError(f"lowrank correspondence needs 1 <= rank <= M={size}, got rank={rank}")
             g = torch.Generator().manual_seed(seed)
-            self.diag = nn.Parameter(torch.full((size,), float(diag_logit - off_logit)))
+            self.diag = nn.Parameter(torch.full((size,), diag_logit - self.off_logit))
             self.left = nn.Parameter(torch.randn(size, self.rank, generator=g) * init_scale)
-            self.right = nn.Parameter(torch.zeros(size, self.rank))
+            self.right = nn.Parameter(torch.randn(size, self.rank, generator=g) * init_scale)
 
     # ------------------------------------------------------------------ logits
     def _logits(self, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,6 +124,9 @@ class Correspondence(nn.Module):
         a, L, R = (self.diag, self.left, self.right) if idx is None else \
             (self.diag[idx], self.left[idx], self.right[idx])
         return self.off_logit + torch.diag(a) + (self.alpha / self.rank) * (L @ R.T)
+
+    def _squash(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z) if self.form == "sigmoid" else z.clamp(-LOGIT_BOUND, LOGIT_BOUND).exp()
 
     def lowrank_part(self) -> torch.Tensor:
         """``(alpha / r) L R^T`` (``"lowrank"`` only): its rank never exceeds ``r``."""
@@ -99,14 +139,24 @@ class Correspondence(nn.Module):
         """The soft target ``P~`` ``[M, M]``: non-negative, identity-dominant at the start."""
         if self.kind == "identity":
             return self.eye
-        return torch.sigmoid(self._logits())
+        return self._squash(self._logits())
 
     def sub(self, idx: torch.Tensor) -> torch.Tensor:
         """``P~[idx][:, idx]`` ``[B, B]`` for a mini-batch, computed without the full matrix."""
         idx = torch.as_tensor(idx, dtype=torch.long, device=self._device())
         if self.kind == "identity":
             return self.eye[idx][:, idx]
-        return torch.sigmoid(self._logits(idx))
+        return self._squash(self._logits(idx))
+
+    def row_shares(self) -> torch.Tensor:
+        """``P~`` with each row divided by its sum (detached): the image-to-text targets over all ``M`` texts."""
+        with torch.no_grad():
+            P = self.matrix().float()
+            return P / P.sum(dim=1, keepdim=True).clamp_min(1e-30)
+
+    def off_diagonal_share(self) -> float:
+        """Mean over rows of the share of a row's normalised mass off the diagonal."""
+        return float(1.0 - self.row_shares().diagonal().mean())
 
     def topk(self, i: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` largest entries of row ``i`` of ``P~``: ``(values, column indices)``."""
@@ -119,16 +169,16 @@ class Correspondence(nn.Module):
         return next(iter(self.buffers() if self.kind == "identity" else self.parameters())).device
 
     def config(self) -> dict:
-        """JSON description (kind, size, rank, alpha, off_logit) that :func:`make_correspondence` rebuilds from."""
+        """JSON description (kind, size, rank, alpha, off_logit, form) that :func:`make_correspondence` rebuilds from."""
         return {"kind": self.kind, "size": self.size, "rank": self.rank, "alpha": self.alpha,
-                "off_logit": self.off_logit}
+                "off_logit": self.off_logit, "form": self.form}
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, size={self.size}, rank={self.rank}, alpha={self.alpha}"
+        return f"kind={self.kind}, size={self.size}, rank={self.rank}, alpha={self.alpha}, form={self.form}"
 
 
 def make_correspondence(kind: str, M: int, rank: int = 8, alpha: float = 1.0, **kw) -> Correspondence:
-    """Build a :class:`Correspondence` of ``kind`` for ``M`` pairs.
+    """Build a :class:`Correspondence` of ``kind`` for ``M`` pairs (``kw``: see the class).
 
     Example:
         >>> make_correspondence("identity", 3).matrix()

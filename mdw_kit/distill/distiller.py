@@ -60,7 +60,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from mdw_kit.distill.augment import augment, total_variation
 from mdw_kit.distill.ceo import DEFAULT_CLIP, gaussian_blur, modulate_pixel_grad, region_maps
+from mdw_kit.distill.correspondence import FORMS
 from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
 from mdw_kit.distill.matching import MODES, calibrate_lr, match_loss, sample_batches, tower_groups
 from mdw_kit.distill.synthetic import LR_GROUPS, DistilledSet
@@ -100,12 +102,18 @@ class DistillConfig:
         ceo_beta, ceo_k, ceo_every, ceo_clip, ceo_method: CEO strength (0 = off), top-k texts per
             image, map refresh interval, clip of the pixel weights, map method (see
             :func:`~mdw_kit.distill.ceo.region_maps`).
+        ceo_stage: the feature map the Grad-CAM maps read (``"auto"``: the tower's default; see
+            :mod:`mdw_kit.distill.feature_maps`).
         mode: ``"unroll"`` or ``"constant_memory"``.
         init, clean_threshold: stage-2 selection method and clean-probability threshold.
         clamp_pixels: clamp images to ``[0, 1]`` after each step.
         normalize_pixel_grad: scale-free pixel steps (see ``lr_img``).
         pixel_grad_blur: Gaussian blur (sd in pixels) of the pixel gradient before the step, so
             the pixels change in smooth patches instead of high-frequency patterns (0 = off).
+        augment_strength: differentiable augmentation of the synthetic images inside the matching
+            (DSA-style; :func:`mdw_kit.distill.augment.augment`), fresh each iteration (0 = off).
+        tv_weight: weight of the total-variation penalty of the images added to the matching loss
+            (:func:`mdw_kit.distill.augment.total_variation`; 0 = off).
         select_every: choose the returned set on validation data: every this many iterations (and
             at the start and the end) train ``select_seeds`` fresh models for ``select_epochs``
             epochs on the current set, score their best validation R-sum, and at the end return
@@ -154,12 +162,15 @@ class DistillConfig:
     ceo_every: int = 10
     ceo_clip: tuple[float, float] = DEFAULT_CLIP
     ceo_method: str = "auto"
+    ceo_stage: str | int = "auto"
     mode: str = "unroll"
     init: str = "random"
     clean_threshold: float = 0.5
     clamp_pixels: bool = True
     normalize_pixel_grad: bool = True
     pixel_grad_blur: float = 0.0
+    augment_strength: float = 0.0
+    tv_weight: float = 0.0
     select_every: int = 0
     select_epochs: int = 150
     select_seeds: int = 1
@@ -181,6 +192,9 @@ class DistillConfig:
         if self.select_every < 0:
             bad.append("select_every")
         bad += [n for n in ("lr_img", "lr_txt", "lr_corr", "lr_lr") if not getattr(self, n) > 0]
+        bad += [n for n in ("pixel_grad_blur", "augment_strength", "tv_weight") if not getattr(self, n) >= 0]
+        if self.corr_form not in FORMS or not 0 < self.corr_off_share < 1:
+            bad.append("corr_form/corr_off_share")
         if self.lr_init is not None and not self.lr_init > 0:
             bad.append("lr_init")
         if self.batch_syn < 2 or self.ceo_beta < 0 or not 0 <= self.ceo_clip[0] <= 1 <= self.ceo_clip[1]:
@@ -426,17 +440,34 @@ class Distiller:
         for opt in self.opts.values():
             opt.zero_grad(set_to_none=True)
         out = match_loss(self.model, self.syn, start, target, self.cfg.syn_steps, self.cfg.batch_syn,
-                         self.cfg.mode, batches=batches, groups=self.groups)
+                         self.cfg.mode, batches=batches, groups=self.groups, transform=self._transform(it))
         stats = {"trajectory": ti, "start_epoch": t, "loss": float(out.loss.detach()),
                  **{f"loss_{g}": v for g, v in out.parts.items()}}
         problem = None if math.isfinite(stats["loss"]) else f"non-finite matching loss {stats['loss']}"
         if problem is None:
-            out.loss.backward()
+            self._total_loss(out.loss, stats).backward()
             problem = self._apply_step(stats)
         event = self._recover(problem, it) if problem is not None else None
         if event is None:
             self._good = self._snapshot()
         return self._finish(it, event, t0, stats)
+
+    def _transform(self, it: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """This iteration's image augmentation (``None`` when off); its own generator, seeded by
+        the seed and the iteration, so the sampling stream and a resumed run are unchanged."""
+        strength = self.cfg.augment_strength
+        if strength == 0:
+            return None
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + it)
+        return lambda x: augment(x, strength, gen)
+
+    def _total_loss(self, loss: torch.Tensor, stats: dict) -> torch.Tensor:
+        """The matching loss plus the total-variation penalty (when ``tv_weight > 0``)."""
+        if self.cfg.tv_weight == 0:
+            return loss
+        tv = total_variation(self.syn.images)
+        stats["tv"] = float(tv.detach())
+        return loss + self.cfg.tv_weight * tv
 
     def _apply_step(self, stats: dict) -> str | None:
         syn = self.syn
@@ -573,7 +604,8 @@ class Distiller:
 
     def _maps(self) -> torch.Tensor:
         return region_maps(self.model, self._map_flat(), self.syn.images.detach(), self.syn.text.detach(),
-                           self.syn.corr.matrix().detach(), k=self.cfg.ceo_k, method=self.cfg.ceo_method)
+                           self.syn.corr.matrix().detach(), k=self.cfg.ceo_k, method=self.cfg.ceo_method,
+                           stage=self.cfg.ceo_stage)
 
     def _record_maps(self, it: int) -> None:
         if self.cfg.save_maps_every:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -156,7 +157,8 @@ def _check_inputs(model: nn.Module, syn: DistilledSet, start: torch.Tensor, targ
 def match_loss(model: nn.Module, syn: DistilledSet, start: torch.Tensor, target: torch.Tensor,
                syn_steps: int, batch_syn: int, mode: str = "unroll",
                batches: list[torch.Tensor] | None = None, generator: torch.Generator | None = None,
-               groups: torch.Tensor | None = None) -> MatchResult:
+               groups: torch.Tensor | None = None,
+               transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> MatchResult:
     """Matching loss of ``N = syn_steps`` student steps from ``start`` (``theta_t``) towards ``target``.
 
     Args:
@@ -167,6 +169,8 @@ def match_loss(model: nn.Module, syn: DistilledSet, start: torch.Tensor, target:
         mode: ``"unroll"`` or ``"constant_memory"`` (same gradients; see the module docstring).
         batches: the student's mini-batches (default: drawn with ``generator``).
         groups: group id per flat parameter (default :func:`tower_groups`).
+        transform: applied to the synthetic pixels before the frozen stem, differentiably (e.g.
+            :func:`mdw_kit.distill.augment.augment`); ``None``: the pixels as they are.
     """
     _check_inputs(model, syn, start, target, mode)
     dev = syn.images.device
@@ -177,7 +181,7 @@ def match_loss(model: nn.Module, syn: DistilledSet, start: torch.Tensor, target:
     batches = [b.to(dev) for b in batches[:syn_steps]]
     if len(batches) != syn_steps:
         raise ValueError(f"need {syn_steps} batches, got {len(batches)}")
-    feats = model.tower.stem(syn.images)
+    feats = model.tower.stem(syn.images if transform is None else transform(syn.images))
     P, lr = syn.corr.matrix(), syn.lr()
     if mode == "unroll":
         per_group, final = _unrolled(model, feats, syn.text, P, lr, start, target, groups, batches)

@@ -78,8 +78,12 @@ class DistilledSet(nn.Module):
     @classmethod
     def from_pairs(cls, images: torch.Tensor, text_emb: torch.Tensor, indices: Sequence[int] | torch.Tensor,
                    corr: str = "full", rank: int = 8, alpha: float = 1.0,
-                   lr_init: float | Sequence[float] = 0.01, meta: dict | None = None) -> "DistilledSet":
+                   lr_init: float | Sequence[float] = 0.01, meta: dict | None = None,
+                   corr_kw: dict[str, Any] | None = None) -> "DistilledSet":
         """Start from real pairs ``indices`` of ``images`` (uint8 or float in ``[0, 1]``) and ``text_emb``.
+
+        ``corr_kw`` goes to :class:`~mdw_kit.distill.correspondence.Correspondence` (e.g. ``form``,
+        ``off_share``).
 
         Example:
             >>> import torch
@@ -93,7 +97,7 @@ class DistilledSet(nn.Module):
             raise ValueError(f"indices must lie in [0, {len(images)}) and images ({len(images)}) / "
                              f"text_emb ({len(text_emb)}) must have one row per pair")
         imgs = to_pixels(images[idx])
-        c = make_correspondence(corr, len(idx), rank=rank, alpha=alpha)
+        c = make_correspondence(corr, len(idx), rank=rank, alpha=alpha, **(corr_kw or {}))
         return cls(imgs, text_emb[idx].float(), c.to(imgs.device), lr_init=lr_init,
                    init_indices=idx, meta=meta)
 
@@ -214,7 +218,7 @@ class DistilledSet(nn.Module):
                                     f"the config says {shape}")
         cc = cfg["correspondence"]
         corr = make_correspondence(cc["kind"], cc["size"], rank=max(cc["rank"], 1), alpha=cc["alpha"],
-                                   off_logit=cc["off_logit"])
+                                   off_logit=cc["off_logit"], form=cc.get("form", "sigmoid"))
         _load_corr(corr, t, where)
         s = cls(t["images"], t["text"], corr, lr_init=t["log_lr"].exp().tolist(),
                 init_indices=t["init_indices"], meta=cfg.get("meta"))
