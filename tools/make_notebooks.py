@@ -271,9 +271,11 @@ mismatches.show();
 '''),
     code('''
 top = mismatches.table.head(50)
-print(f"of the 50 highest-scored pairs, {int((~top['true_clean']).sum())} are truly mismatched; "
-      f"for {int((top['best_other_pair'].map(lambda j: data.train.clean[j].item()) == False).sum())} "
-      "of them the suggested caption itself sits on a mismatched pair")
+rows = np.flatnonzero(data.full.pair_split == "train")         # the training pairs' rows in the full set
+lost = data.full.source_caption[rows].numpy()                    # whose caption each training pair carries
+restored = sum(int(lost[j]) == int(rows[p]) for p, j in zip(top["pair"], top["best_other_pair"]))
+print(f"of the 50 highest-scored pairs, {int((~top['true_clean']).sum())} are truly mismatched; for {restored} "
+      "of them the suggested caption is exactly the one the pair lost to the noise")
 top[["rank", "caption", "best_other_caption", "noise_score", "true_clean"]].head(8)
 '''),
     md('''
