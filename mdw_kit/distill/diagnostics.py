@@ -144,3 +144,79 @@ def caption_recognition(model: torch.nn.Module, images: torch.Tensor, captions_e
     finally:
         model.train(was)
     return float(torch.cat(hits).float().mean())
+
+
+def clean_reference_model(model_cfg: Any, inputs: torch.Tensor, text: torch.Tensor, clean: torch.Tensor,
+                          epochs: int = 30, seed: int = 0) -> torch.nn.Module:
+    """A model trained on the truly clean pairs only (``inputs``: pixels or cached stem features),
+    Adam 1e-3: the reference that :func:`caption_recognition` asks whether images are recognisable.
+
+    Example:
+        >>> import torch
+        >>> from mdw_kit.models import ModelConfig
+        >>> mc = ModelConfig(tower="convnet3", text_dim=8, image_size=32, tower_kw={"width": 4})
+        >>> m = clean_reference_model(mc, torch.rand(6, 3, 32, 32), torch.randn(6, 8), torch.ones(6, dtype=torch.bool), epochs=1)
+        >>> m.training
+        False
+    """
+    from mdw_kit.train import TrainConfig, train_contrastive
+    keep = torch.as_tensor(clean, dtype=torch.bool).nonzero().flatten()
+    torch.manual_seed(seed)
+    model = model_cfg.build()
+    train_contrastive(model, inputs[keep], text[keep], TrainConfig(epochs=epochs, batch_size=64, lr=1e-3,
+                                                                   seed=seed, device="cpu"))
+    return model.eval()
+
+
+def mechanism_figures(dset: Any, train: Any, train_text: torch.Tensor,
+                      reference: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Every figure of this module for a distilled set ``dset`` distilled from ``train``.
+
+    ``off_share`` / ``off_share_start``, ``caption_spearman``, ``pixel_change`` (mean absolute
+    change from the starting pixels), and where ``train`` has object boxes ``shared_object``; with a
+    ``reference`` model, ``recognised_top5`` of the final and ``recognised_top5_start`` of the
+    starting images (own caption = the starting pair's, among all of ``train``'s captions).
+    """
+    from mdw_kit.distill.correspondence import make_correspondence
+    P = dset.corr.matrix().detach().cpu()
+    cc = dset.corr.config()
+    start = make_correspondence(cc["kind"], cc["size"], rank=max(cc["rank"], 1), alpha=cc["alpha"],
+                                off_logit=cc["off_logit"], form=cc.get("form", "sigmoid")).matrix().detach()
+    out: dict[str, Any] = {"off_share": off_diagonal_share(P), "off_share_start": off_diagonal_share(start),
+                           "caption_spearman": caption_spearman(P, dset.text, train_text),
+                           "pixel_change": float((dset.images.detach().cpu() - dset.init_images.cpu()).abs().mean())}
+    if getattr(train, "boxes", None) is not None:
+        out["shared_object"] = shared_object_ratio(P, scene_labels(dset, train))
+    if reference is not None:
+        own = dset.init_indices.detach().cpu()
+        out["recognised_top5"] = caption_recognition(reference, dset.images.detach().cpu(), train_text, own)
+        out["recognised_top5_start"] = caption_recognition(reference, dset.init_images.cpu(), train_text, own)
+    return out
+
+
+def before_after_grid(start: torch.Tensor, finals: dict[str, torch.Tensor], captions: Sequence[str],
+                      n: int = 8) -> Any:
+    """A matplotlib figure: the first ``n`` starting images (top row) above each variant's final
+    images (one row per entry of ``finals``), columns titled by ``captions``.
+
+    Example:
+        >>> import torch
+        >>> fig = before_after_grid(torch.rand(3, 3, 8, 8), {"plain": torch.rand(3, 3, 8, 8)}, ["a", "b", "c"])
+        >>> len(fig.axes)
+        6
+    """
+    from matplotlib.figure import Figure
+    rows = [("start", start)] + list(finals.items())
+    n = min(n, len(start))
+    fig = Figure(figsize=(1.5 * n, 1.6 * len(rows) + 0.4), layout="constrained")
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(n):
+            ax = fig.add_subplot(len(rows), n, r * n + c + 1)
+            ax.imshow(imgs[c].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0:
+                ax.set_title(captions[c][:28], fontsize=6)
+    return fig

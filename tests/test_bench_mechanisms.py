@@ -1,0 +1,26 @@
+"""benchmarks/bench_mechanisms.py: variant parsing and the per-variant summary against the targets."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+BENCHMARK = "bench_mechanisms"
+
+
+def test_variants_parse_and_bad_ones_are_named(bench):
+    assert bench.parse_variant('dsa={"augment_strength": 1.0}') == ("dsa", {"augment_strength": 1.0})
+    assert bench.parse_variant("plain=") == ("plain", {})
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=JSON"):
+        bench.parse_variant("plain")
+    with pytest.raises(argparse.ArgumentTypeError, match="--variant tv: not JSON"):
+        bench.parse_variant("tv={tv_weight: 1}")
+
+
+def test_summary_has_mean_sd_and_marks_each_target(bench):
+    rows = [{"variant": "a", "seed": s, "off_share": v, "caption_spearman": 0.1, "pointing_final": 0.9}
+            for s, v in enumerate([0.04, 0.08])]
+    out = bench.summarise(rows)
+    assert out["off_share"][0] == pytest.approx(0.06) and out["off_share"][1] > 0
+    assert out["targets_met"] == {"off_share": True, "caption_spearman": False, "pointing_final": True}
+    assert "seed" not in out
