@@ -33,7 +33,7 @@ Example:
     >>> P.shape, bool((P.diagonal() > 0.9).all()), bool((P >= 0).all())
     (torch.Size([6, 6]), True, True)
     >>> round(c.off_diagonal_share(), 3)
-    0.02
+    0.1
     >>> c.sub(torch.tensor([0, 3])).shape
     torch.Size([2, 2])
 """
@@ -48,7 +48,7 @@ KINDS = ("identity", "full", "lowrank")
 FORMS = ("exp", "sigmoid")
 DIAG_LOGIT = 4.0  # "sigmoid" form
 OFF_LOGIT = -8.0  # "sigmoid" form
-OFF_SHARE = 0.02  # "exp" form: share of a row's normalised mass off the diagonal at the start
+OFF_SHARE = 0.1  # "exp" form: share of a row's normalised mass off the diagonal at the start
 LOGIT_BOUND = 30.0  # "exp" form: logits are clamped to +-this so exp() stays finite
 
 

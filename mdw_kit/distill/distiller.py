@@ -62,7 +62,7 @@ from torch import nn
 
 from mdw_kit.distill.augment import augment, total_variation
 from mdw_kit.distill.ceo import DEFAULT_CLIP, gaussian_blur, modulate_pixel_grad, region_maps
-from mdw_kit.distill.correspondence import FORMS
+from mdw_kit.distill.correspondence import FORMS, OFF_SHARE
 from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
 from mdw_kit.distill.matching import MODES, calibrate_lr, match_loss, sample_batches, tower_groups
 from mdw_kit.distill.synthetic import LR_GROUPS, DistilledSet
@@ -98,7 +98,12 @@ class DistillConfig:
         corr_form, corr_off_share: how logits become ``P~`` (``"exp"``: positive masses the loss
             normalises, a softmax; ``"sigmoid"``: probabilities) and, for ``"exp"``, the share of a
             row's normalised mass off the diagonal at the start (see
-            :mod:`mdw_kit.distill.correspondence`).
+            :mod:`mdw_kit.distill.correspondence`). The matching lowers that share from where it
+            starts; with ``lr_corr`` 0.2 it also learns more structure. One seed, 60 iterations,
+            100 pairs of ``shapes`` (64 px, 50% noise, EfficientNet-Lite0 frozen): start share 0.02 /
+            ``lr_corr`` 0.05 ended at 1.2% off the diagonal, scenes sharing an object 1.20x those
+            sharing none; 0.1 / 0.05: 4.7%, 1.18x; 0.1 / 0.2: 6.6%, 2.33x (lower matching loss,
+            0.845 against 0.874); the old sigmoid form (3.3% at the start): 2.5%, 1.18x.
         ceo_beta, ceo_k, ceo_every, ceo_clip, ceo_method: CEO strength (0 = off), top-k texts per
             image, map refresh interval, clip of the pixel weights, map method (see
             :func:`~mdw_kit.distill.ceo.region_maps`).
@@ -148,7 +153,7 @@ class DistillConfig:
     batch_syn: int = 50
     lr_img: float = 0.01
     lr_txt: float = 0.002
-    lr_corr: float = 0.05
+    lr_corr: float = 0.2
     lr_lr: float = 0.01
     lr_init: float | None = None
     momentum: float = 0.5
@@ -156,7 +161,7 @@ class DistillConfig:
     corr_rank: int = 10
     corr_alpha: float = 1.0
     corr_form: str = "exp"
-    corr_off_share: float = 0.02
+    corr_off_share: float = OFF_SHARE
     ceo_beta: float = 0.5
     ceo_k: int = 3
     ceo_every: int = 10
