@@ -118,33 +118,68 @@ def save_data_record(run: RunDir, bundle: DataBundle) -> None:
 # ---------------------------------------------------------------------------------- pipeline
 @dataclass
 class PipelineConfig:
-    """The README's main job: dual-track experts, MDW distillation, evaluation, report.
+    """The README's main job: a preset (:mod:`mdw_kit.presets`) with overrides.
 
-    ``None`` fields take the preset of the mode: the default preset is sized to finish in about
-    ten minutes on two CPU cores with openmoji; ``quick`` in about a minute (smoke tests).
+    ``None`` fields keep the preset's value; ``quick=True`` means the ``smoke`` preset. A
+    ``source`` other than the preset's starts from empty source options (``source_options``
+    gives them); ``model`` holds :class:`~mdw_kit.models.ModelConfig` fields (e.g.
+    ``{"tower": "convnet3"}``). :meth:`resolved` is the whole preset the run uses, written to
+    the run folder's ``config.json``.
+
+    Example:
+        >>> PipelineConfig(budget=200).resolved()["distill"]["budget"]
+        200
+        >>> PipelineConfig(quick=True).resolved()["distill"]["config"]["iterations"] < 50
+        True
     """
 
-    source: str = "openmoji"
-    noise: float = 0.5
-    budget: int = 100
+    preset: str = "default"
+    source: str | None = None
+    noise: float | None = None
+    budget: int | None = None
+    source_options: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    encoder: str | None = None
     iterations: int | None = None
     expert_epochs: int | None = None
     expert_runs: int | None = None
     eval_epochs: int | None = None
-    seeds: tuple[int, ...] = (0, 1, 2)
-    encoder: str = "minilm"
-    source_options: dict[str, Any] = field(default_factory=dict)
-    baselines: tuple[str, ...] = ("random", "clean_random")
+    seeds: tuple[int, ...] | None = None
+    baselines: tuple[str, ...] | None = None
     distill_overrides: dict[str, Any] = field(default_factory=dict)
     quick: bool = False
 
-    def resolved(self) -> "PipelineConfig":
-        preset = ({"iterations": 4, "expert_epochs": 3, "expert_runs": 1, "eval_epochs": 20} if self.quick
-                  else {"iterations": 120, "expert_epochs": 8, "expert_runs": 1, "eval_epochs": 120})
-        out = PipelineConfig(**{**self.__dict__})
-        for k, v in preset.items():
-            if getattr(out, k) is None:
-                setattr(out, k, v)
+    def resolved(self) -> dict[str, Any]:
+        """The preset with every given field laid over it."""
+        from .presets import load_preset, merge
+        p = load_preset("smoke" if self.quick else self.preset)
+        data = dict(p["data"])
+        if self.source is not None and self.source != data.get("source"):
+            data = {**data, "source": self.source, "options": {}}
+        data["options"] = {**data.get("options", {}), **self.source_options}
+        over: dict[str, Any] = {"data": {k: v for k, v in (("noise", self.noise), ("encoder", self.encoder))
+                                         if v is not None}, "model": dict(self.model),
+                                "experts": {"dual_track": {}}, "distill": {"config": dict(self.distill_overrides)},
+                                "eval": {"config": {}}}
+        if self.expert_epochs is not None:
+            over["experts"]["dual_track"]["epochs"] = self.expert_epochs
+        if self.expert_runs is not None:
+            over["experts"]["runs"] = self.expert_runs
+        if self.budget is not None:
+            over["distill"]["budget"] = self.budget
+        if self.iterations is not None:
+            over["distill"]["config"]["iterations"] = self.iterations
+        if self.eval_epochs is not None:
+            over["eval"]["config"]["epochs"] = self.eval_epochs
+        if self.seeds is not None:
+            over["eval"]["seeds"] = list(self.seeds)
+        if self.baselines is not None:
+            over["baselines"] = list(self.baselines)
+        from .presets import model_section
+        out = merge({**p, "data": data, "model": model_section(p["model"], over.pop("model"))}, over)
+        d, e = out["distill"]["config"], out["experts"]["dual_track"]
+        if "max_start_epoch" in d and "epochs" in e:  # leave room for the matched segment
+            d["max_start_epoch"] = max(1, min(d["max_start_epoch"], e["epochs"] - d.get("expert_epochs", 2)))
         return out
 
 
@@ -158,70 +193,74 @@ def _distill_history_figure(history: list[dict]):
     return plot_curves(panels, title="distillation")
 
 
-def _say(t0: float, msg: str) -> None:
-    print(f"{msg}  (t={time.time() - t0:.0f}s)", flush=True)
+def _say(run: RunDir, t0: float, msg: str) -> None:
+    line = f"{msg}  (t={time.time() - t0:.0f}s)"
+    print(line, flush=True)
+    run.log(line)
+
+
+def _result_rows(results: dict[str, Any], budget: int, reference: str = "clean_random") -> list[dict]:
+    """One table row per method; ``x <reference>`` is its R-sum over the reference's."""
+    ref = results.get(reference, {}).get("mean", {}).get("R-sum")
+    rows = []
+    for k, v in results.items():
+        pairs = v.get("selection", {}).get("num_pairs", budget) if v.get("kind") == "reference" else budget
+        row = {"method": k, "pairs": pairs, **{m: (v["mean"][m], v["sd"][m]) for m in METRICS}}
+        if ref:
+            row[f"x {reference}"] = v["mean"]["R-sum"] / ref
+        rows.append(row)
+    return rows
 
 
 def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str, Any]:
-    """Run the whole pipeline into ``out`` (resumable: finished stages are reused) and write the report."""
-    from .distill import DistillConfig, Distiller
-    from .distill.evaluate import EvalConfig, evaluate_distilled
-    from .distill.methods import get_method, run_method
-    from .evaluate import format_table
-    from .experts.buffer import build_buffer
-    from .experts.dual_track import DualTrackConfig
-    from .models import ModelConfig
+    """Run the whole pipeline into ``out`` through the stage API (resumable) and write the report.
 
-    cfg = (cfg or PipelineConfig()).resolved()
+    Stages: data (with cached backbone features) -> dual-track experts and their noise report ->
+    MDW distillation -> evaluation of MDW and the preset's baselines (coresets, all noisy
+    pairs) on the same protocol -> ``report.html``, ``summary.txt``, ``metrics.json``.
+    """
+    from . import stages
+    from .evaluate import format_table
+
+    cfg = cfg or PipelineConfig()
+    p = cfg.resolved()
     run = RunDir(out)
-    run.write_json("config.json", {"command": "pipeline", **cfg.__dict__})
+    run.write_json("config.json", {"command": "pipeline", "preset": p, "overrides": cfg.__dict__})
     t_start = time.time()
     run.log(f"pipeline start: {cfg}")
-    _say(t_start, f"[1/5] data: {cfg.source}, {cfg.noise:.0%} caption noise")
-    data = prepare_data(cfg.source, cfg.noise, 0, cfg.source_options, cfg.encoder)
+    d = p["data"]
+    _say(run, t_start, f"[1/5] data: {d['source']}, {d['noise']:.0%} caption noise, {p['model']['tower']} features")
+    data = stages.prepare_data(preset=p)
     save_data_record(run, data)
-    mcfg = ModelConfig(tower="convnet3", text_dim=data.text_dim, image_size=data.image_size)
-
-    _say(t_start, f"[2/5] dual-track experts: {cfg.expert_runs} run(s) x 2 tracks x {cfg.expert_epochs} epochs")
-    dcfg = DualTrackConfig(epochs=cfg.expert_epochs, warmup_epochs=min(2, cfg.expert_epochs))
-    buf = build_buffer(Path(run.path) / "experts", mcfg, data.train.pair_pixels(), data.train_text, dcfg,
-                       cfg.expert_runs, data.fingerprint(), data.encoder_name,
-                       noise={"rate": cfg.noise, "seed": 0}, clean=data.train.clean)
+    e = p["experts"]
+    _say(run, t_start, f"[2/5] dual-track experts: {e['runs']} run(s) x 2 tracks x {e['dual_track']['epochs']} epochs")
+    buf = stages.build_buffer(data, Path(run.path) / "experts", preset=p)
     report = buf.consensus
     report.save(run.path)
-
-    _say(t_start, f"[3/5] MDW distillation: {cfg.budget} pairs, {cfg.iterations} iterations")
-    spec = get_method("mdw")
-    # start epochs as DistillConfig chooses (<= 5), but leave room for expert_epochs=2 targets
-    over = {"iterations": cfg.iterations,
-            "max_start_epoch": max(1, min(DistillConfig().max_start_epoch, cfg.expert_epochs - 2)),
-            **({"lr_init": 0.01} if cfg.quick else {}), **cfg.distill_overrides}
-    dist_cfg = spec.distill_config(cfg.budget, over)
-    dist = Distiller(dist_cfg, buf, mcfg, data.train.pair_pixels(), data.train_text,
-                     p_clean=buf.consensus_p_clean, run_dir=Path(run.path) / "distill",
-                     val=data.val_split() if dist_cfg.select_every else None)
+    budget = p["distill"]["budget"]
+    _say(run, t_start, f"[3/5] MDW distillation: {budget} pairs, {p['distill']['config']['iterations']} iterations")
+    from .distill.methods import distiller_for
+    dist = distiller_for(p["distill"].get("method", "mdw"), data, budget, buf, p["distill"]["config"],
+                         Path(run.path) / "distill")
     syn = dist.run()
     run.write_json("distill/history.json", dist.history)
-
-    _say(t_start, f"[4/5] evaluation: fresh models on the distilled set, seeds {list(cfg.seeds)}")
-    ecfg = EvalConfig(epochs=cfg.eval_epochs, eval_every=max(1, cfg.eval_epochs // 20))
-    results = {"mdw": evaluate_distilled(syn, mcfg, data.val_split(), data.test_split(), cfg.seeds, cfg=ecfg)}
-    for name in cfg.baselines:
-        r = run_method(name, data, cfg.budget, {"dual_track": buf}, eval_cfg=ecfg, seeds=cfg.seeds,
-                       run_dir=Path(run.path) / "baselines" / name, model_cfg=mcfg)
-        results[name] = r
-    rows = [{"method": k, "pairs": cfg.budget, **{m: (v["mean"][m], v["sd"][m]) for m in METRICS}}
-            for k, v in results.items()]
-    summary = {"config": cfg.__dict__, "data": data.info, "noise_report": report.summary(),
-               "distill": {**dist.summary(), "config": dist_cfg.to_dict()},
+    _say(run, t_start, f"[4/5] evaluation: fresh models on MDW and {len(p['baselines'])} baselines, "
+                       f"seeds {p['eval']['seeds']}")
+    results = {"mdw": {"kind": "distill", **stages.evaluate(syn, data, preset=p)}}
+    for name in p["baselines"]:
+        results[name] = stages.run_method(name, data, budget, {"dual_track": buf}, preset=p,
+                                          run_dir=Path(run.path) / "baselines" / name)
+        _say(run, t_start, f"      {name}: R-sum {results[name]['mean']['R-sum']:.1f}")
+    rows = _result_rows(results, budget)
+    summary = {"config": p, "data": data.info, "noise_report": report.summary(),
+               "distill": {**dist.summary(), "config": dist.cfg.to_dict()},
                "results": {k: {"mean": v["mean"], "sd": v["sd"]} for k, v in results.items()},
                "wall_time_s": round(time.time() - t_start, 1)}
     run.write_json("metrics.json", summary)
     table = format_table(rows)
     (run.path / "summary.txt").write_text(table + "\n")
     print(table)
-
-    print("[5/5] report and exports")
+    _say(run, t_start, "[5/5] report and exports")
     _write_pipeline_report(run, data, report, buf, dist, syn, rows, summary)
     print(f"done in {summary['wall_time_s']:.0f} s: {run.path / 'report.html'}")
     return summary

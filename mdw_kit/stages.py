@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from mdw_kit.presets import load_preset
+from mdw_kit.presets import load_preset, model_section
 
 __all__ = ["prepare_data", "model_config", "dual_track_config", "noise_report", "build_buffer", "distill",
            "evaluate", "run_method", "export"]
@@ -51,9 +51,9 @@ def model_config(data: Any, model: Any = None, preset: str | Mapping[str, Any] |
         return model
     fields = dict(_preset(preset).get("model", {}))
     if isinstance(model, str):
-        fields = {"tower": model, **({"train_layers": "default"} if model.startswith("convnet") else {})}
-    elif isinstance(model, Mapping):
-        fields.update(model)
+        model = {"tower": model}
+    if isinstance(model, Mapping):
+        fields = model_section(fields, dict(model))
     fields.setdefault("image_size", data.image_size)
     fields.setdefault("text_dim", data.text_dim)
     return ModelConfig.from_dict(fields)

@@ -67,4 +67,18 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["load_preset", "list_presets", "merge", "SECTIONS"]
+def model_section(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A preset's ``model`` section with ``over`` on top; a new tower drops the old tower's ``train_layers``
+    and ``weights`` (a from-scratch ConvNet trains all of itself, a pretrained tower keeps its stem frozen).
+
+    Example:
+        >>> model_section({"tower": "efficientnet_lite0", "train_layers": "none"}, {"tower": "convnet3"})
+        {'tower': 'convnet3'}
+    """
+    out = dict(base)
+    if "tower" in over and over["tower"] != base.get("tower"):
+        out = {k: v for k, v in out.items() if k not in ("train_layers", "weights")}
+    return {**out, **over}
+
+
+__all__ = ["load_preset", "list_presets", "merge", "model_section", "SECTIONS"]
