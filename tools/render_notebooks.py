@@ -98,6 +98,20 @@ def kernel_cpu_seconds(nb: nbformat.NotebookNode) -> float | None:
     return None
 
 
+def slowest_cells(nb: nbformat.NotebookNode, k: int = 3) -> list[list[Any]]:
+    """``[[cell id, seconds], ...]`` of the ``k`` slowest cells, from nbclient's execution timestamps."""
+    from datetime import datetime
+    times = []
+    for cell in nb.cells:
+        ex = cell.get("metadata", {}).get("execution", {})
+        a, b = ex.get("iopub.execute_input"), ex.get("shell.execute_reply")
+        if a and b:
+            secs = (datetime.fromisoformat(b.replace("Z", "+00:00")) -
+                    datetime.fromisoformat(a.replace("Z", "+00:00"))).total_seconds()
+            times.append([cell.get("id", "?"), round(secs, 1)])
+    return sorted(times, key=lambda t: -t[1])[:k]
+
+
 def execute(path: Path, smoke: bool, threads: int, timeout: int) -> tuple[nbformat.NotebookNode, float]:
     """Run one notebook top to bottom in a fresh kernel; returns the executed copy and its wall time."""
     from nbclient import NotebookClient
@@ -136,6 +150,7 @@ def render(name: str, smoke: bool, threads: int, timeout: int) -> dict[str, Any]
         print(f"{name}: smoke {row['smoke_s']:.0f} s ({row['smoke_cpu_s']} s of kernel CPU)", flush=True)
     nb, row["full_s"] = execute(path, False, threads, timeout)
     row["full_cpu_s"] = kernel_cpu_seconds(nb)
+    row["full_slowest_cells"] = slowest_cells(nb)
     print(f"{name}: full {row['full_s']:.0f} s ({row['full_cpu_s']} s of kernel CPU)", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     page = OUT / (path.stem + ".html")
@@ -160,14 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n in names if any(n.startswith(k) for k in args.only)]
         if not names:
             ap.error(f"--only {args.only}: no notebook starts with these")
-    rows = [render(n, not args.no_smoke, args.threads, args.timeout) for n in names]
+    command = "python tools/render_notebooks.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    rows = [dict(render(n, not args.no_smoke, args.threads, args.timeout), command=command.strip(),
+                 threads=args.threads, load_average_at_end=[round(x, 2) for x in os.getloadavg()]) for n in names]
     record = OUT / "timings.json"
-    old = json.loads(record.read_text()).get("notebooks", []) if record.exists() else []
+    doc = json.loads(record.read_text()) if record.exists() else {}
+    old = [{"command": doc.get("command"), **r} for r in doc.get("notebooks", [])]
     merged = {r["notebook"]: r for r in old} | {r["notebook"]: r for r in rows}
     record.write_text(json.dumps({
-        "command": "python tools/render_notebooks.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": args.threads,
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "about": "wall and kernel CPU seconds of each notebook, smoke and full mode, one command per row",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "notebooks": [merged[k] for k in sorted(merged)]}, indent=1) + "\n")
     for r in rows:
         print(r)
