@@ -169,7 +169,7 @@ class Correspondence(nn.Module):
         return next(iter(self.buffers() if self.kind == "identity" else self.parameters())).device
 
     def config(self) -> dict:
-        """JSON description (kind, size, rank, alpha, off_logit, form) that :func:`make_correspondence` rebuilds from."""
+        """JSON description (kind, size, rank, alpha, off_logit, form); :func:`make_correspondence` rebuilds from it."""
         return {"kind": self.kind, "size": self.size, "rank": self.rank, "alpha": self.alpha,
                 "off_logit": self.off_logit, "form": self.form}
 

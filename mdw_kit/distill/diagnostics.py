@@ -155,7 +155,8 @@ def clean_reference_model(model_cfg: Any, inputs: torch.Tensor, text: torch.Tens
         >>> import torch
         >>> from mdw_kit.models import ModelConfig
         >>> mc = ModelConfig(tower="convnet3", text_dim=8, image_size=32, tower_kw={"width": 4})
-        >>> m = clean_reference_model(mc, torch.rand(6, 3, 32, 32), torch.randn(6, 8), torch.ones(6, dtype=torch.bool), epochs=1)
+        >>> clean = torch.ones(6, dtype=torch.bool)
+        >>> m = clean_reference_model(mc, torch.rand(6, 3, 32, 32), torch.randn(6, 8), clean, epochs=1)
         >>> m.training
         False
     """
