@@ -263,8 +263,8 @@ def plot_region_history(init_image: ArrayLike | None, images: Sequence[ArrayLike
 
     Example:
         >>> fig = plot_region_history(torch.rand(3, 8, 8), [torch.rand(3, 8, 8)] * 2, [torch.rand(4, 4)] * 2, [0, 10])
-        >>> len(fig.axes)
-        3
+        >>> len(fig.axes)  # three panels and the map's colour bar
+        4
     """
     if not (len(images) == len(maps) == len(iterations)):
         raise ValueError(f"plot_region_history: {len(images)} images, {len(maps)} maps, "
@@ -272,7 +272,8 @@ def plot_region_history(init_image: ArrayLike | None, images: Sequence[ArrayLike
     panels = [("initial real image", to_hwc(init_image), boxes)] if init_image is not None else []
     panels += [(f"iteration {it}", overlay_region(img, m, alpha), None)
                for img, m, it in zip(images, maps, iterations)]
-    fig = Figure(figsize=(2.2 * len(panels), 2.6), layout="constrained")
+    fig = Figure(figsize=(2.2 * len(panels) + 0.6, 2.6), layout="constrained")
+    axes = []
     for k, (name, arr, objs) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         ax.imshow(arr, interpolation="nearest")
@@ -280,9 +281,20 @@ def plot_region_history(init_image: ArrayLike | None, images: Sequence[ArrayLike
             ax.add_patch(_rect(*b["box"]))
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(name, fontsize=9)
+        axes.append(ax)
+    _map_colorbar(fig, axes)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+def _map_colorbar(fig: Figure, axes: list, cmap: str = "jet") -> None:
+    """A colour bar of the overlay's map scale (0: low relevance, 1: the map's peak)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[cmap]), ax=axes, shrink=0.8, pad=0.01)
+    bar.set_label("region map (normalised)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
 
 
 def _rect(x0: float, y0: float, x1: float, y1: float):

@@ -233,7 +233,7 @@ def test_region_viewer_slider_changes_shown_iteration():
     v.opacity.value = 0.0
     assert v.overlay_img.value != plain
     assert v.overlay_img.value == png_bytes(viz.overlay_region(images[2], hist[0][1][2], 0.0), min_side=192)
-    assert len(v.static_figure().axes) == 4
+    assert len(v.static_figure().axes) == 5          # start + 3 iterations + the colour bar
     v.iteration.value = 10                       # no saved image there: the final one, and the caption says so
     assert "final image" in v.caption.value and v.current_image() is not None
 
