@@ -34,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mdw_kit.features import with_features  # noqa: E402
 from mdw_kit.evaluate import evaluate_ensemble, evaluate_val, fit_and_evaluate, format_table, summarize  # noqa: E402
 from mdw_kit.experts.dual_track import DualTrackConfig, DualTrackResult, train_dual_track  # noqa: E402
 from mdw_kit.models import ModelConfig, set_flat  # noqa: E402
@@ -76,7 +77,7 @@ def buffer_bytes(res: DualTrackResult) -> int:
 
 
 def run_dual(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig) -> dict[str, Any]:
-    res = train_dual_track(lambda s: mcfg.build(), data.train.pair_pixels(), data.train_text, cfg,
+    res = train_dual_track(lambda s: mcfg.build(), data.train.pair_inputs(), data.train_text, cfg,
                            clean=data.train.clean, val=data.val_split(), groups=data.train.pair_image)
     models = {t: best_val_model(res, t, mcfg) for t in cfg.tracks}
     per_track = {t: test_rsum_at_best_val(res, t, m, data) for t, m in models.items()}
@@ -99,7 +100,7 @@ def run_oracle(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig, seed: 
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
                        momentum=cfg.momentum, weight_decay=cfg.weight_decay, device=cfg.device)
     t0 = time.time()
-    r = fit_and_evaluate(lambda s: mcfg.build(), data.train.pair_pixels()[keep], data.train_text[keep], tcfg,
+    r = fit_and_evaluate(lambda s: mcfg.build(), data.train.pair_inputs()[keep], data.train_text[keep], tcfg,
                          data.val_split(), data.test_split(), seeds=(seed,))
     return {"test_rsum": r["mean"]["R-sum"], "test": r["mean"], "best_epoch": r["best_epochs"][0],
             "train_pairs": int(keep.sum()), "wall_time_s": round(time.time() - t0, 1)}
@@ -107,7 +108,9 @@ def run_oracle(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig, seed: 
 
 def run_cell(noise: float, seed: int, args, over: dict) -> dict[str, Any]:
     data = prepare_data("openmoji", noise=noise, noise_seed=args.noise_seed, source_options=args.source_options)
-    mcfg = ModelConfig(tower="convnet3", text_dim=data.text_dim, image_size=data.image_size)
+    mcfg = ModelConfig(tower=args.tower, text_dim=data.text_dim, image_size=data.image_size,
+                       train_layers="default" if args.tower.startswith("convnet") else "none")
+    data = with_features(data, mcfg)  # a frozen pretrained backbone runs once per image (cached)
     base = dict(epochs=args.epochs, warmup_epochs=args.warmup, progress=not args.no_progress)
     dual = DualTrackConfig(**{**base, "seed_a": 2 * seed, "seed_b": 2 * seed + 1, **over})
     naive = DualTrackConfig(**{**base, **over, "seed_a": 2 * seed, "seed_b": 2 * seed + 1, "naive": True,
@@ -158,6 +161,8 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--dual-config", default="{}", help="JSON of DualTrackConfig overrides")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tower", default="efficientnet_lite0",
+                    help="image tower: efficientnet_lite0 (ImageNet, frozen, 64 px; default) or convnet3 (32 px)")
     ap.add_argument("--quick", action="store_true", help="800 openmoji images, 1 seed, 50%% noise, 5 epochs")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dual_track.json"))
@@ -165,7 +170,7 @@ def parse_args(argv=None):
                     help="train nothing: join the cells of these result files (same settings, different "
                          "seeds, e.g. from parallel runs) into one table written to --out")
     args = ap.parse_args(argv)
-    args.source_options = {"image_size": 32}
+    args.source_options = {"image_size": 32 if args.tower.startswith("convnet") else 64}
     if args.quick:
         args.noise, args.seeds, args.epochs, args.warmup = [0.5], [0], 5, 1
         args.source_options["limit"] = 800
@@ -237,7 +242,7 @@ def main(argv=None) -> None:
                   f"{c['oracle']['test_rsum']:.1f}", flush=True)
             doc = {"command": " ".join([Path(sys.executable).name] + sys.argv), "quick": args.quick,
                    "epochs": args.epochs, "warmup_epochs": args.warmup, "dual_config_overrides": over,
-                   "source_options": args.source_options, "model": "convnet3 32px + MiniLM + linear head",
+                   "source_options": args.source_options, "model": f"{args.tower} {args.source_options['image_size']}px + MiniLM + linear head",
                    "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                    "cpu_count": os.cpu_count(), "wall_time_s": round(time.time() - t0, 1),
                    "summary": summary_rows(cells), "cells": cells}

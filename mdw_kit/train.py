@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mdw_kit.config import ConfigMixin
 from mdw_kit.models.retrieval import is_stem_features
 from mdw_kit.utils import pick_device, progress
 
@@ -187,7 +188,7 @@ def per_pair_losses(model: nn.Module, images: torch.Tensor, text_emb: torch.Tens
 
 # ------------------------------------------------------------------ config
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     """Settings of one contrastive training run.
 
     ``optimizer`` is ``"adam"`` or ``"sgd"`` (with ``momentum``); ``device`` ``"auto"`` picks CUDA
@@ -216,18 +217,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig needs epochs >= 0, batch_size >= 2, eval_every >= 1, lr > 0; "
                              f"got {self.to_dict()}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a dict; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown TrainConfig keys {extra}; known: {sorted(known)}")
-        return cls(**d)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

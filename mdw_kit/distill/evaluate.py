@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from mdw_kit.config import ConfigMixin
 from mdw_kit.evaluate import evaluate_val, fit_and_evaluate, summarize
 from mdw_kit.train import TrainConfig, train_contrastive
 
@@ -38,7 +39,7 @@ METRIC_KEYS = ("TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "R-sum")
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ConfigMixin):
     """How distilled sets and coresets are evaluated.
 
     Attributes:
@@ -82,18 +83,6 @@ class EvalConfig:
         if not 0.0 <= self.momentum < 1.0 or not self.lr > 0:
             raise ValueError(f"EvalConfig needs 0 <= momentum < 1 and lr > 0; got {self.to_dict()}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
-        """Build from a dict; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown EvalConfig keys {extra}; known: {sorted(known)}")
-        return cls(**d)
 
 
 @dataclass

@@ -48,12 +48,13 @@ import os
 import time
 import warnings
 from pathlib import Path
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
+from mdw_kit.config import ConfigMixin
 from mdw_kit.experts.gmm import fit_clean_probability
 from mdw_kit.experts.report import NoiseReport, detection_metrics, percentile_rank, report_from_scores
 from mdw_kit.models.retrieval import get_flat
@@ -65,7 +66,7 @@ TRACKS = ("A", "B")
 
 
 @dataclass
-class DualTrackConfig:
+class DualTrackConfig(ConfigMixin):
     """Settings of dual-track collaborative learning (and of its naive counterpart).
 
     Attributes:
@@ -188,23 +189,6 @@ class DualTrackConfig:
                            momentum=self.momentum, seed=self.seed(track), device=self.device,
                            eval_every=self.eval_every)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DualTrackConfig":
-        """Build from a dict; unknown keys are an error naming them.
-
-        Example:
-            >>> DualTrackConfig.from_dict(DualTrackConfig(epochs=3).to_dict()).epochs
-            3
-        """
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown DualTrackConfig keys {extra}; known: {sorted(known)}")
-        return cls(**d)
 
 
 @dataclass
