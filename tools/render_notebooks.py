@@ -176,19 +176,24 @@ def main(argv: list[str] | None = None) -> int:
         if not names:
             ap.error(f"--only {args.only}: no notebook starts with these")
     command = "python tools/render_notebooks.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows = [dict(render(n, not args.no_smoke, args.threads, args.timeout), command=command.strip(),
-                 threads=args.threads, load_average_at_end=[round(x, 2) for x in os.getloadavg()]) for n in names]
-    record = OUT / "timings.json"
+    for n in names:   # the record is updated after each notebook, so a stopped run keeps what it measured
+        row = dict(render(n, not args.no_smoke, args.threads, args.timeout), command=command.strip(),
+                   threads=args.threads, load_average_at_end=[round(x, 2) for x in os.getloadavg()])
+        record_timing(row)
+        print(row)
+    return 0
+
+
+def record_timing(row: dict[str, Any], record: Path = OUT / "timings.json") -> None:
+    """Merge one notebook's row into ``timings.json`` (rows of other notebooks are kept)."""
     doc = json.loads(record.read_text()) if record.exists() else {}
     old = [{"command": doc.get("command"), **r} for r in doc.get("notebooks", [])]
-    merged = {r["notebook"]: r for r in old} | {r["notebook"]: r for r in rows}
+    merged = {r["notebook"]: r for r in old} | {row["notebook"]: row}
+    record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({
         "about": "wall and kernel CPU seconds of each notebook, smoke and full mode, one command per row",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "notebooks": [merged[k] for k in sorted(merged)]}, indent=1) + "\n")
-    for r in rows:
-        print(r)
-    return 0
 
 
 if __name__ == "__main__":
