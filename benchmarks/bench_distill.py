@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", default="openmoji", help="data source (openmoji; shapes for a smoke run)")
     p.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
                    help="source option, repeatable (default image_size=32)")
+    p.add_argument("--preset", default="default",
+                   help="preset whose dual-track settings the experts use (mdw_kit/presets; default: default)")
     p.add_argument("--tower", default="efficientnet_lite0",
                    help="image tower (default efficientnet_lite0, ImageNet weights; convnet3 = from scratch)")
     p.add_argument("--train-layers", default=None,
@@ -105,10 +107,15 @@ def build_settings(args: argparse.Namespace) -> dict[str, Any]:
     for kv in args.source_option:
         k, v = kv.split("=", 1)
         options[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false", "null") else v
-    expert_epochs = args.expert_epochs or 10
+    from mdw_kit.presets import load_preset
+    preset = load_preset(args.preset)
+    dual = preset.get("experts", {}).get("dual_track", {})
+    expert_epochs = args.expert_epochs or dual.get("epochs", 10)
     extra = _options(args.distill_option, "--distill-option")
-    # only when given, so the buffers and cells of runs without the flag keep their cache keys
-    expert_extra = {"options": _options(args.expert_option, "--expert-option")} if args.expert_option else {}
+    # the preset's dual-track settings, then --expert-option; only what is set enters the cache keys
+    expert_opts = {**{k: v for k, v in dual.items() if k not in ("epochs", "warmup_epochs")},
+                   **_options(args.expert_option, "--expert-option")}
+    expert_extra = {"options": expert_opts} if expert_opts else {}
     clash = sorted(set(expert_extra.get("options", {})) & {"epochs", "warmup_epochs", "naive", "num_runs"})
     if clash:
         raise SystemExit(f"error: --expert-option cannot set {', '.join(clash)} "
