@@ -116,7 +116,8 @@ class DistillConfig:
         pixel_grad_blur: Gaussian blur (sd in pixels) of the pixel gradient before the step, so
             the pixels change in smooth patches instead of high-frequency patterns (0 = off).
         augment_strength: differentiable augmentation of the synthetic images inside the matching
-            (DSA-style; :func:`mdw_kit.distill.augment.augment`), fresh each iteration (0 = off).
+            (DSA-style; :func:`mdw_kit.distill.augment.augment`), fresh each iteration (0 = off;
+            strength 1 measured worse on readability and R-sum, see that module).
         tv_weight: weight of the total-variation penalty of the images added to the matching loss
             (:func:`mdw_kit.distill.augment.total_variation`; 0 = off).
         select_every: choose the returned set on validation data: every this many iterations (and
