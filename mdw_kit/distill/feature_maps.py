@@ -20,7 +20,7 @@ final heads, each image's own text, chance 0.29; Grad-CAM of the log-softmax sco
 stride 16 0.18, the last ``2 x 2`` map 0.04; HiResCAM 0.70 / 0.65 / 0.64 / 0.31 / 0.04.
 On the images distillation produces the maps lose much of their aim: after 100 iterations with CEO
 on these maps (``benchmarks/results/mechanisms_plain.json``) the pointing game on the final images
-is 0.50 (seeds 0 and 1; chance 0.22, and only 0.76-0.81 of the images' top texts name one of
+is 0.52 (3 seeds, sd 0.03; chance 0.22, and only 0.76-0.82 of the images' top texts name one of
 their objects), short of the 0.85 the issue asked for.
 
 Example:
