@@ -278,10 +278,21 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) 
             plain_s.append(time_plain_steps(dist.model, dist.syn, start, dist.cfg.syn_steps, dist.cfg.batch_syn,
                                             generator=torch.Generator().manual_seed(it)))
         ratios = sorted(a / b for a, b in zip(iters_s[1:], plain_s[1:]))  # iteration 1 also builds CEO maps
+        backbone_s = [backbone_pass_time(dist) for _ in range(3)]
         res[mode] = {"ratio": ratios[len(ratios) // 2], "iteration_s": iters_s, "plain_steps_s": plain_s,
+                     "backbone_fwd_bwd_s": backbone_s,
+                     "iteration_over_backbone": sorted(iters_s[1:])[len(iters_s[1:]) // 2] / sorted(backbone_s)[1],
                      "iterations": iters, "syn_steps": dist.cfg.syn_steps, "budget": dist.cfg.num_pairs,
                      "batch_syn": dist.cfg.batch_syn}
     out.write_text(json.dumps(res, indent=2))
+
+
+def backbone_pass_time(dist) -> float:
+    """Seconds of one forward + backward of the whole image tower over the M synthetic images (to the pixels)."""
+    x = dist.syn.images.detach().clone().requires_grad_(True)
+    t0 = time.perf_counter()
+    dist.model.tower(x).sum().backward()
+    return time.perf_counter() - t0
 
 
 def _rss_kib(field: str) -> int | None:
