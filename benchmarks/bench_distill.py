@@ -153,17 +153,15 @@ def work_dir(args: argparse.Namespace) -> Path:
 
 # ------------------------------------------------------------------ data and buffers
 def load_data(settings: dict[str, Any], noise: float):
-    """The bundle of one noise rate, with the frozen backbone's features attached (cached on disk)."""
-    from mdw_kit.features import with_features
-    from mdw_kit.pipeline import prepare_data
-    data = prepare_data(settings["source"], noise=noise, noise_seed=settings["noise_seed"],
-                        source_options=settings["source_options"], encoder=settings["encoder"])
-    return with_features(data, model_config(settings, data))
+    """The bundle of one noise rate through the stage API: the settings' model, cached backbone features."""
+    from mdw_kit import stages
+    return stages.prepare_data(settings["source"], noise, noise_seed=settings["noise_seed"],
+                               options=settings["source_options"], encoder=settings["encoder"],
+                               model=settings["model"], preset={})
 
 
 def model_config(settings: dict[str, Any], data) -> Any:
-    from mdw_kit.models import ModelConfig
-    return ModelConfig(text_dim=data.text_dim, **settings["model"])
+    return data.model_config
 
 
 def expert_settings(settings: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -183,8 +181,8 @@ def buffer_dirs(root: Path, settings: dict[str, Any], noise: float) -> dict[str,
 
 def ensure_buffers(root: Path, settings: dict[str, Any], noise: float, data=None) -> dict[str, Any]:
     """Build (or load) the dual-track and naive buffers of one noise rate; build_buffer resumes."""
-    from mdw_kit.distill.methods import train_pairs
-    from mdw_kit.experts.buffer import build_buffer, load_buffer
+    from mdw_kit import stages
+    from mdw_kit.experts.buffer import load_buffer
     from mdw_kit.experts.dual_track import DualTrackConfig
     data = data or load_data(settings, noise)
     out = {}
@@ -198,12 +196,9 @@ def ensure_buffers(root: Path, settings: dict[str, Any], noise: float, data=None
         e = expert_settings(settings, kind)
         cfg = DualTrackConfig(**{"epochs": e["epochs"], "warmup_epochs": e["warmup_epochs"], **e.get("options", {})},
                               naive=kind == "naive")
-        images, text = train_pairs(data)
         t0 = time.perf_counter()
         print(f"building {kind} buffer at noise {noise:g} in {path}", flush=True)
-        out[kind] = build_buffer(path, model_config(settings, data), images, text, cfg, e["num_runs"],
-                                 data_fingerprint=data.fingerprint(), text_encoder_name=data.encoder_name,
-                                 noise={"rate": noise, "seed": settings["noise_seed"]}, clean=data.train.clean)
+        out[kind] = stages.build_buffer(data, path, cfg, runs=e["num_runs"], progress=False)
         print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
     return out
 
@@ -243,16 +238,13 @@ def _probe_distiller(root: Path, settings: dict[str, Any], mode: str, syn_steps:
     """An initialised MDW distiller (100 pairs, or the smallest budget) on the 50%-noise (else first)
     buffers, fixed start rate (the probes time and size iterations; they do not need a good rate)."""
     budget = min(100, *settings["budgets"])
-    from mdw_kit.distill.distiller import Distiller
-    from mdw_kit.distill.methods import get_method, train_pairs
+    from mdw_kit.distill.methods import distiller_for
     noise = 0.5 if 0.5 in settings["noise"] else settings["noise"][0]
     data = load_data(settings, noise)
     buf = ensure_buffers(root, settings, noise, data)["dual_track"]
     over = dict(settings["distill"], syn_steps=syn_steps, mode=mode, lr_init=0.01, progress=False,
                 checkpoint_every=0, save_maps_every=0)
-    cfg = get_method("mdw").distill_config(budget, over)
-    images, text = train_pairs(data, pixels=True)
-    dist = Distiller(cfg, buf, model_config(settings, data), images, text)
+    dist = distiller_for("mdw", data, budget, buf, over)
     dist.initialise()
     return dist
 

@@ -34,11 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdw_kit.features import with_features  # noqa: E402
+from mdw_kit import stages  # noqa: E402
 from mdw_kit.evaluate import evaluate_ensemble, evaluate_val, fit_and_evaluate, format_table, summarize  # noqa: E402
-from mdw_kit.experts.dual_track import DualTrackConfig, DualTrackResult, train_dual_track  # noqa: E402
+from mdw_kit.experts.dual_track import DualTrackConfig, DualTrackResult  # noqa: E402
 from mdw_kit.models import ModelConfig, set_flat  # noqa: E402
-from mdw_kit.pipeline import DataBundle, prepare_data  # noqa: E402
+from mdw_kit.pipeline import DataBundle  # noqa: E402
 from mdw_kit.runs import save_tensors, write_json  # noqa: E402
 from mdw_kit.train import TrainConfig  # noqa: E402
 
@@ -77,8 +77,7 @@ def buffer_bytes(res: DualTrackResult) -> int:
 
 
 def run_dual(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig) -> dict[str, Any]:
-    res = train_dual_track(lambda s: mcfg.build(), data.train.pair_inputs(), data.train_text, cfg,
-                           clean=data.train.clean, val=data.val_split(), groups=data.train.pair_image)
+    _, res = stages.noise_report(data, cfg, with_result=True)
     models = {t: best_val_model(res, t, mcfg) for t in cfg.tracks}
     per_track = {t: test_rsum_at_best_val(res, t, m, data) for t, m in models.items()}
     # both tracks together (mean similarity), each at its best validation epoch
@@ -107,10 +106,10 @@ def run_oracle(data: DataBundle, mcfg: ModelConfig, cfg: DualTrackConfig, seed: 
 
 
 def run_cell(noise: float, seed: int, args, over: dict) -> dict[str, Any]:
-    data = prepare_data("openmoji", noise=noise, noise_seed=args.noise_seed, source_options=args.source_options)
-    mcfg = ModelConfig(tower=args.tower, text_dim=data.text_dim, image_size=data.image_size,
-                       train_layers="default" if args.tower.startswith("convnet") else "none")
-    data = with_features(data, mcfg)  # a frozen pretrained backbone runs once per image (cached)
+    data = stages.prepare_data("openmoji", noise, noise_seed=args.noise_seed, options=args.source_options,
+                               model={"tower": args.tower, "train_layers": "default" if args.tower.startswith("convnet")
+                                      else "none"}, preset={})  # a frozen backbone runs once per image (cached)
+    mcfg = data.model_config
     base = dict(epochs=args.epochs, warmup_epochs=args.warmup, progress=not args.no_progress)
     dual = DualTrackConfig(**{**base, "seed_a": 2 * seed, "seed_b": 2 * seed + 1, **over})
     naive = DualTrackConfig(**{**base, **over, "seed_a": 2 * seed, "seed_b": 2 * seed + 1, "naive": True,

@@ -76,17 +76,18 @@ def test_a_result_of_other_distillation_settings_is_moved_aside(bench, tmp_path)
 
 
 def test_expert_options_key_only_the_dual_track_buffer(bench, tmp_path):
-    """``--expert-option`` gives the dual-track experts their own buffer; runs without it keep their
-    cache keys, and the naive buffer (no noise handling to configure) is shared."""
+    """The preset's dual-track settings, then ``--expert-option``, key the dual-track buffer; the naive
+    buffer (no noise handling to configure) is shared."""
     base = bench.build_settings(bench.parse_args(["--noise", "0.5"]))
-    assert "options" not in base["experts"]
-    opt = bench.build_settings(bench.parse_args(["--noise", "0.5", "--expert-option", "mode=weight",
-                                                 "--expert-option", "min_weight=0.01"]))
-    assert opt["experts"]["options"] == {"mode": "weight", "min_weight": 0.01}
+    assert base["experts"]["options"] == {"mode": "weight", "min_weight": 0.01}  # the default preset's
+    opt = bench.build_settings(bench.parse_args(["--noise", "0.5", "--expert-option", "mode=select"]))
+    assert opt["experts"]["options"] == {"mode": "select", "min_weight": 0.01}
     a, b = bench.buffer_dirs(tmp_path, base, 0.5), bench.buffer_dirs(tmp_path, opt, 0.5)
     assert a["naive"] == b["naive"]
     assert a["dual_track"] != b["dual_track"]
     assert bench.cell_dir(tmp_path, base, 0.5, "mdw", 100) != bench.cell_dir(tmp_path, opt, 0.5, "mdw", 100)
+    scratch = bench.build_settings(bench.parse_args(["--preset", "scratch", "--tower", "convnet3"]))
+    assert "options" not in scratch["experts"] and scratch["model"]["image_size"] == 32
     with pytest.raises(SystemExit, match="cannot set epochs, naive"):
         bench.build_settings(bench.parse_args(["--expert-option", "naive=true", "--expert-option", "epochs=3"]))
 
@@ -95,17 +96,14 @@ def test_expert_options_reach_the_dual_track_config(bench, tmp_path, monkeypatch
     """Both buffers are built; only the dual-track one gets the options."""
     from types import SimpleNamespace
 
-    import mdw_kit.distill.methods as methods_mod
-    import mdw_kit.experts.buffer as buffer_mod
+    import mdw_kit.stages as stages_mod
     built = {}
 
-    def fake_build(path, mcfg, images, text, cfg, runs, **kw):
+    def fake_build(data, path, cfg, runs=None, **kw):
         built[path.name.split("-")[0]] = cfg
         return "buffer"
 
-    monkeypatch.setattr(buffer_mod, "build_buffer", fake_build)
-    monkeypatch.setattr(methods_mod, "train_pairs", lambda d: (None, None))
-    monkeypatch.setattr(bench, "model_config", lambda s, d: None)
+    monkeypatch.setattr(stages_mod, "build_buffer", fake_build)
     settings = bench.build_settings(bench.parse_args(["--noise", "0.5", "--expert-option", "mode=weight",
                                                       "--expert-option", "min_weight=0.01"]))
     data = SimpleNamespace(fingerprint=lambda: "f", encoder_name="e", train=SimpleNamespace(clean=None))
