@@ -7,6 +7,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -235,7 +236,8 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
     e = p["experts"]
     _say(run, t_start, f"[2/5] dual-track experts: {e['runs']} run(s) x 2 tracks x {e['dual_track']['epochs']} epochs")
     buf = stages.build_buffer(data, Path(run.path) / "experts", preset=p)
-    report = buf.consensus
+    report = dataclasses.replace(buf.consensus, captions=list(data.train.captions),
+                                 image_ids=[data.train.image_ids[int(i)] for i in data.train.pair_image])
     report.save(run.path)
     budget = p["distill"]["budget"]
     _say(run, t_start, f"[3/5] MDW distillation: {budget} pairs, {p['distill']['config']['iterations']} iterations")
@@ -290,6 +292,12 @@ def _write_pipeline_report(run: RunDir, data: DataBundle, report, buf, dist, syn
     fig = plot_noise_histograms({"consensus clean probability": p.numpy()}, true_clean=report.true_clean,
                                 xlabel="clean probability", threshold=report.threshold)
     rep.add_figure(fig, "consensus clean probability of every training pair, split by the ground truth")
+    from .experts.mismatch import buffer_states, mismatch_report
+    mc = data.model_config
+    table = mismatch_report(report, buffer_states(buf, mc.build), mc.build, data.train.pair_inputs(),
+                            data.train_text, out_dir=run.path)
+    rep.add_heading("The pairs most likely mismatched (ranked by noise score)")
+    rep.add_mismatch_table(table, images=data.train.images[data.train.pair_image])
     rep.add_heading("Stage 3: trajectory matching")
     rep.add_figure(_distill_history_figure(dist.history), "matching loss and learned student rates")
     rep.add_heading("Learned correspondence")
