@@ -91,7 +91,7 @@ def test_towers_without_a_frozen_part_are_left_alone(bundle):
 def test_splits_carry_the_features_of_their_own_images(bundle, tmp_path):
     fb = with_features(bundle, lite(bundle), FeatureCache(tmp_path))
     direct = stem_features(lite(bundle).build(), bundle.test.images)
-    assert torch.equal(fb.test.image_inputs(), direct)
+    assert torch.allclose(fb.test.image_inputs(), direct, atol=1e-5)  # batch size changes float sums only
     assert isinstance(fb.train.pair_inputs(), StemFeatures)
     assert fb.train.images.dtype == torch.uint8 and fb.info["features"]["shape"] == list(direct.shape[1:])
 
