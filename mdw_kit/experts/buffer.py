@@ -358,7 +358,7 @@ def build_buffer(out_dir: str | Path, model_cfg: Any, train_images: torch.Tensor
     clean = None if clean is None else torch.as_tensor(clean, dtype=torch.bool).reshape(-1)
     done = _finished_runs(out, key, num_runs)
     todo = [r for r in range(num_runs) if r % world_size == rank and r not in done]
-    for r in _progress(todo, desc=f"expert runs (rank {rank})", total=len(todo), enabled=None if progress else False):
+    for r in _progress(todo, desc="expert runs" if world_size == 1 else f"expert runs (rank {rank})", total=len(todo), enabled=None if progress else False):
         res = train_dual_track(model_fn, train_images, train_text, run_config(cfg, r), clean=clean,
                                groups=groups)
         entries = _write_run(out, r, res, header, key, clean)
