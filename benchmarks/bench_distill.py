@@ -160,10 +160,6 @@ def load_data(settings: dict[str, Any], noise: float):
                                model=settings["model"], preset={})
 
 
-def model_config(settings: dict[str, Any], data) -> Any:
-    return data.model_config
-
-
 def expert_settings(settings: dict[str, Any], kind: str) -> dict[str, Any]:
     """The expert settings that decide a ``kind`` buffer: the naive experts leave out the
     dual-track-only ``options`` (they have no noise handling to configure)."""
@@ -218,7 +214,7 @@ def child_cell(root: Path, settings: dict[str, Any], noise: float, method: str, 
     buffers = ensure_buffers(root, settings, noise, data)
     d = cell_dir(root, settings, noise, method, budget)
     r = run_method(method, data, budget, buffers, distill=cell_distill_options(settings), eval_cfg=settings["eval"],
-                   seeds=settings["seeds"], run_dir=d, model_cfg=model_config(settings, data))
+                   seeds=settings["seeds"], run_dir=d, model_cfg=data.model_config)
     print(f"{method} M={budget} noise={noise:g}: R-sum {r['mean']['R-sum']:.1f} +- {r['sd']['R-sum']:.1f}",
           flush=True)
 

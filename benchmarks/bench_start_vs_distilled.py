@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (art / "distilled.safetensors").exists():
         raise SystemExit(f"no distilled set in {art}; run bench_distill.py with the same settings first")
     data = B.load_data(settings, args.noise)
-    mc = B.model_config(settings, data)
+    mc = data.model_config
     images, text = train_pairs(data)
     syn = DistilledSet.load(art)
     idx = torch.as_tensor(syn.init_indices)
