@@ -48,20 +48,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    import bench_distill as B
+    from mdw_kit import experiments as X
+    from mdw_kit.utils import cache_dir
     from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
     from mdw_kit.distill.methods import train_pairs
     from mdw_kit.distill.synthetic import DistilledSet
 
     torch.set_num_threads(args.threads)
-    bargs = ["--noise", str(args.noise)] + (["--source-option", f"grouping={args.grouping}"] if args.grouping else [])
-    bench_args = B.parse_args(bargs)
-    settings = B.build_settings(bench_args)
-    cell = B.cell_dir(B.work_dir(bench_args), settings, args.noise, args.method, args.budget)
+    settings = X.grid_settings("default", noise=[args.noise], budgets=[args.budget], methods=[args.method],
+                               source_options={"grouping": args.grouping} if args.grouping else None)
+    cell = X.cell_dir(cache_dir("bench_distill"), settings, args.noise, args.method, args.budget)
     art = cell / "distill" / "artifacts" / "distilled"
     if not (art / "distilled.safetensors").exists():
         raise SystemExit(f"no distilled set in {art}; run bench_distill.py with the same settings first")
-    data = B.load_data(settings, args.noise)
+    data = X.load_data(settings, args.noise)
     mc = data.model_config
     images, text = train_pairs(data)
     syn = DistilledSet.load(art)

@@ -385,7 +385,7 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
     budget = None if spec.kind == "reference" else int(M)
     dcfg = spec.distill_config(budget, distill) if spec.kind == "distill" else None
     key = _key({"spec": asdict(spec), "budget": budget, "seeds": [int(s) for s in seeds],
-                "distill": _result_relevant(dcfg), "eval": {k: v for k, v in ecfg.to_dict().items() if k != "device"},
+                "distill": result_relevant(dcfg), "eval": {k: v for k, v in ecfg.to_dict().items() if k != "device"},
                 "data": data.fingerprint(), "selection_seed": selection_seed,
                 "model": model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else model_cfg})
     cached = _cached(run_dir, key)
@@ -413,7 +413,7 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
     return result
 
 
-def _result_relevant(dcfg: DistillConfig | None) -> dict[str, Any] | None:
+def result_relevant(dcfg: DistillConfig | None) -> dict[str, Any] | None:
     """The distillation settings that change the result (not device, progress, checkpoint interval)."""
     if dcfg is None:
         return None
@@ -438,4 +438,4 @@ def _cached(run_dir: str | Path | None, key: str) -> dict[str, Any] | None:
 
 
 __all__ = ["MethodSpec", "METHODS", "get_method", "run_method", "distiller_for", "FixedRateDistiller", "train_pairs",
-           "default_model_config", "peak_rss_mib", "plain_step_time"]
+           "default_model_config", "peak_rss_mib", "plain_step_time", "result_relevant"]

@@ -1,4 +1,4 @@
-"""The distillation benchmark's cell cache: a result made by another definition of a method is
+"""The experiment grid's cell cache (:mod:`mdw_kit.experiments`, read by the headline benchmark): a result made by another definition of a method is
 moved aside (kept, not read) instead of being reported under the method's current name."""
 import json
 from dataclasses import asdict, replace
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mdw_kit import experiments as X
 from mdw_kit.distill.methods import METHODS
 
 BENCHMARK = "bench_distill"
@@ -20,25 +21,25 @@ def _cell(tmp_path: Path, spec) -> Path:
 
 def test_a_result_of_the_current_definition_stays(bench, tmp_path):
     d = _cell(tmp_path, replace(METHODS["mdw"], description="reworded"))
-    assert bench.retire_stale_cell(d, "mdw") is None
+    assert X.retire_stale_cell(d, "mdw") is None
     assert (d / "result.json").exists()
 
 
 def test_a_result_of_another_definition_is_moved_aside(bench, tmp_path):
     other = "clean_kcenter" if METHODS["mdw"].init != "clean_kcenter" else "clean_random"
     d = _cell(tmp_path, replace(METHODS["mdw"], init=other))
-    dest = bench.retire_stale_cell(d, "mdw")
+    dest = X.retire_stale_cell(d, "mdw")
     assert dest is not None and not d.exists()
     assert json.loads((dest / "result.json").read_text())["spec"]["init"] == other
     d2 = _cell(tmp_path, replace(METHODS["mdw"], init=other))  # the same stale result again: refuse, lose nothing
     with pytest.raises(FileExistsError, match="another definition"):
-        bench.retire_stale_cell(d2, "mdw")
+        X.retire_stale_cell(d2, "mdw")
     assert (d2 / "result.json").exists() and (dest / "result.json").exists()
 
 
 def test_distillation_switches_do_not_matter_to_a_coreset(bench, tmp_path):
     d = _cell(tmp_path, replace(METHODS["random"], init="clean_kcenter", ceo_beta=0.0))
-    assert bench.retire_stale_cell(d, "random") is None
+    assert X.retire_stale_cell(d, "random") is None
 
 
 def _distill_cell(tmp_path: Path, config: dict) -> Path:
@@ -56,23 +57,23 @@ def _config_now(overrides: dict) -> dict:
 def test_a_result_of_the_current_distillation_settings_stays(bench, tmp_path):
     overrides = {"iterations": 10, "progress": False}
     d = _distill_cell(tmp_path, _config_now(overrides))
-    assert bench.retire_stale_cell(d, "mdw", 100, overrides) is None
+    assert X.retire_stale_cell(d, "mdw", 100, overrides) is None
     old = {k: v for k, v in _config_now(overrides).items() if k != "pixel_grad_blur"}  # made before the field
     d.rename(tmp_path / "kept")
     d = _distill_cell(tmp_path, old)
-    assert bench.retire_stale_cell(d, "mdw", 100, overrides) is None
-    assert bench.retire_stale_cell(d, "mdw", 100, dict(overrides, checkpoint_every=3)) is None  # no effect on results
+    assert X.retire_stale_cell(d, "mdw", 100, overrides) is None
+    assert X.retire_stale_cell(d, "mdw", 100, dict(overrides, checkpoint_every=3)) is None  # no effect on results
 
 
 def test_a_result_of_other_distillation_settings_is_moved_aside(bench, tmp_path):
     overrides = {"iterations": 10, "select_every": 5}
     made = dict(_config_now(overrides), select_epochs=50)  # made under an older default
     d = _distill_cell(tmp_path, made)
-    dest = bench.retire_stale_cell(d, "mdw", 100, overrides)
+    dest = X.retire_stale_cell(d, "mdw", 100, overrides)
     assert dest is not None and not d.exists() and (dest / "result.json").exists()
     assert json.loads((dest / "result.json").read_text())["distill"]["config"]["select_epochs"] == 50
     d = _distill_cell(tmp_path, _config_now({"iterations": 10}))
-    assert bench.retire_stale_cell(d, "mdw", 100, {"iterations": 20}) is not None
+    assert X.retire_stale_cell(d, "mdw", 100, {"iterations": 20}) is not None
 
 
 def test_expert_options_key_only_the_dual_track_buffer(bench, tmp_path):
@@ -82,10 +83,10 @@ def test_expert_options_key_only_the_dual_track_buffer(bench, tmp_path):
     assert base["experts"]["options"] == {"mode": "weight", "min_weight": 0.01}  # the default preset's
     opt = bench.build_settings(bench.parse_args(["--noise", "0.5", "--expert-option", "mode=select"]))
     assert opt["experts"]["options"] == {"mode": "select", "min_weight": 0.01}
-    a, b = bench.buffer_dirs(tmp_path, base, 0.5), bench.buffer_dirs(tmp_path, opt, 0.5)
+    a, b = X.buffer_dirs(tmp_path, base, 0.5), X.buffer_dirs(tmp_path, opt, 0.5)
     assert a["naive"] == b["naive"]
     assert a["dual_track"] != b["dual_track"]
-    assert bench.cell_dir(tmp_path, base, 0.5, "mdw", 100) != bench.cell_dir(tmp_path, opt, 0.5, "mdw", 100)
+    assert X.cell_dir(tmp_path, base, 0.5, "mdw", 100) != X.cell_dir(tmp_path, opt, 0.5, "mdw", 100)
     scratch = bench.build_settings(bench.parse_args(["--preset", "scratch", "--tower", "convnet3"]))
     assert "options" not in scratch["experts"] and scratch["model"]["image_size"] == 32
     with pytest.raises(SystemExit, match="cannot set epochs, naive"):
@@ -107,7 +108,7 @@ def test_expert_options_reach_the_dual_track_config(bench, tmp_path, monkeypatch
     settings = bench.build_settings(bench.parse_args(["--noise", "0.5", "--expert-option", "mode=weight",
                                                       "--expert-option", "min_weight=0.01"]))
     data = SimpleNamespace(fingerprint=lambda: "f", encoder_name="e", train=SimpleNamespace(clean=None))
-    assert bench.ensure_buffers(tmp_path, settings, 0.5, data) == {"dual_track": "buffer", "naive": "buffer"}
+    assert X.ensure_buffers(tmp_path, settings, 0.5, data) == {"dual_track": "buffer", "naive": "buffer"}
     dual, naive = built["dual_track"], built["naive"]
     assert (dual.mode, dual.min_weight, dual.epochs, dual.naive) == ("weight", 0.01, 10, False)
     from mdw_kit.experts.dual_track import DualTrackConfig
