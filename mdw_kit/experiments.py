@@ -255,7 +255,9 @@ def retire_stale_cell(d: Path, method: str, budget: int | None = None,
 def run_child(payload: Mapping[str, Any], log_file: Path, threads: int = 1) -> int:
     """Run one cell in a fresh process (``python -m mdw_kit.experiments``); its output goes to ``log_file``."""
     cmd = [sys.executable, "-m", "mdw_kit.experiments", json.dumps(dict(payload)), "--threads", str(threads)]
-    env = dict(os.environ, MDW_NO_PROGRESS=os.environ.get("MDW_NO_PROGRESS", "1"))
+    here = str(Path(__file__).resolve().parents[1])  # the child imports this very copy of mdw_kit
+    env = dict(os.environ, MDW_NO_PROGRESS=os.environ.get("MDW_NO_PROGRESS", "1"),
+               PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a") as f:
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
