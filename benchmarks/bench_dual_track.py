@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mdw_kit import stages  # noqa: E402
-from mdw_kit.evaluate import evaluate_ensemble, evaluate_val, fit_and_evaluate, format_table, summarize  # noqa: E402
+from mdw_kit.evaluation.metrics import evaluate_ensemble, evaluate_val, format_table, summarize  # noqa: E402
+from mdw_kit.evaluation.protocol import fit_and_evaluate  # noqa: E402
 from mdw_kit.experts.dual_track import DualTrackConfig, DualTrackResult  # noqa: E402
 from mdw_kit.models import ModelConfig, set_flat  # noqa: E402
 from mdw_kit.pipeline import DataBundle  # noqa: E402

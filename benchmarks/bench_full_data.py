@@ -23,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdw_kit.evaluate import fit_and_evaluate, format_table  # noqa: E402
+from mdw_kit.evaluation.protocol import fit_and_evaluate  # noqa: E402
+from mdw_kit.evaluation.metrics import format_table  # noqa: E402
 from mdw_kit.models import ModelConfig  # noqa: E402
 from mdw_kit.pipeline import prepare_data  # noqa: E402
 from mdw_kit.train import TrainConfig  # noqa: E402

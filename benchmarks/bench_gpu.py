@@ -71,7 +71,7 @@ def make_distiller(tower: str, args: argparse.Namespace, device: str, mode: str)
     images = torch.randint(0, 256, (n_real, 3, args.image_size, args.image_size), dtype=torch.uint8, generator=g)
     text = torch.nn.functional.normalize(torch.randn(n_real, 384, generator=g), dim=1)
     cfg = DistillConfig(num_pairs=args.pairs, iterations=args.warmup + args.iterations, syn_steps=args.syn_steps,
-                        batch_syn=args.batch_syn, expert_epochs=2, max_start_epoch=2, lr_init=0.01, mode=mode,
+                        batch_syn=args.batch_syn, segment_epochs=2, max_start_epoch=2, lr_init=0.01, mode=mode,
                         init="random", save_maps_every=0, checkpoint_every=0, progress=False, device=device)
     dist = Distiller(cfg, TrajectoryList([traj]), mc, images, text)
     dist.initialise()

@@ -3,7 +3,7 @@
 Default regime (EfficientNet-Lite0 ImageNet 64 px frozen, MiniLM, linear heads; preset ``default``)
 on the ``shapes`` source (scenes with named objects and boxes), 50% noise, 100 pairs. Per variant
 (DistillConfig fields over the preset's) and seed it distils once through the stage API and reports
-(:func:`mdw_kit.distill.diagnostics.mechanism_figures`, :func:`mdw_kit.viz.distilled_pointing_game`):
+(:func:`mdw_kit.distill.diagnostics.mechanism_figures`, :func:`mdw_kit.evaluation.pointing.distilled_pointing_game`):
 
 - P~: mean off-diagonal share of a row's normalised mass (target >= 5%), the Spearman correlation
   over i != j between P~_ij and the MiniLM cosine of the real captions nearest texts i and j
@@ -64,8 +64,9 @@ def distil_one(mk, data, buf, cfg: dict, seed: int, iterations: int, folder: Pat
 
 def row_for(mk, viz, diag, syn, data, reference, eval_seeds) -> dict:
     """Every figure of one distilled set."""
+    from mdw_kit.evaluation.pointing import distilled_pointing_game
     fig = diag.mechanism_figures(syn, data.train, data.train_text, reference)
-    games = [viz.distilled_pointing_game(syn, data.train, data.train_text, maps=m) for _, m in syn.map_history]
+    games = [distilled_pointing_game(syn, data.train, data.train_text, maps=m) for _, m in syn.map_history]
     fig.update({"pointing_start": games[0]["share"], "pointing_final": games[-1]["share"],
                 "pointing_chance": games[-1]["chance"], "pointing_named": games[-1]["named"],
                 "shared_object_ratio": fig.pop("shared_object")["ratio"]})

@@ -5,7 +5,7 @@ that name the objects. For each seed: dual-track experts (one run, 12 epochs), 4
 pairs distilled for 40 iterations with CEO on, maps saved every 10 iterations (exactly the
 configuration of notebook 04 in full mode, with the seed and the map method varied). A hit
 is a region-map peak inside the box of an object the image's top text names
-(:func:`mdw_kit.viz.distilled_pointing_game`); reported for the maps of the starting images
+(:func:`mdw_kit.evaluation.pointing.distilled_pointing_game`); reported for the maps of the starting images
 (iteration 0) and of the final images, with chance (the boxes' area share) and the share of
 images whose top text names one of their objects at all (the ceiling), and the share of starting
 pairs that are truly clean.
@@ -33,18 +33,18 @@ def run_one(method: str, seed: int, lr_img: float, buffer, data, model_cfg, eval
             start_scores: dict) -> dict:
     """One distillation and its pointing game; ``start_scores`` caches the starting pairs' test
     R-sum by their indices (the same for every ``lr_img`` of a seed)."""
-    from mdw_kit import viz
     from mdw_kit.distill import DistillConfig, Distiller
-    from mdw_kit.distill.evaluate import evaluate_distilled
+    from mdw_kit.evaluation.pointing import distilled_pointing_game
+    from mdw_kit.evaluation.protocol import evaluate_distilled
 
     images = data.train.images[data.train.pair_image]
-    cfg = DistillConfig(num_pairs=40, iterations=40, syn_steps=5, expert_epochs=2, max_start_epoch=5,
+    cfg = DistillConfig(num_pairs=40, iterations=40, syn_steps=5, segment_epochs=2, max_start_epoch=5,
                         batch_syn=20, ceo_beta=0.5, ceo_every=5, ceo_method=method, save_maps_every=10,
                         lr_img=lr_img, seed=seed, progress=False)
     t0 = time.perf_counter()
     syn = Distiller(cfg, buffer, model_cfg, images, data.train_text).run()
     seconds = time.perf_counter() - t0
-    games = [viz.distilled_pointing_game(syn, data.train, data.train_text, maps=m) for _, m in syn.map_history]
+    games = [distilled_pointing_game(syn, data.train, data.train_text, maps=m) for _, m in syn.map_history]
     first, last = games[0], games[-1]
     init = syn.init_indices.cpu()
     start_pixels, start_text = syn.starting_pairs(images, data.train_text)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mdw_kit import experiments as X
     from mdw_kit.utils import cache_dir
-    from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
+    from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled
     from mdw_kit.distill.methods import train_pairs
     from mdw_kit.distill.synthetic import DistilledSet
 

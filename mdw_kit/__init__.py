@@ -3,7 +3,7 @@
 The front door: ``import mdw_kit as mk`` gives the stage API (:mod:`mdw_kit.stages`) and its types:
 ``mk.prepare_data``, ``mk.noise_report``, ``mk.build_buffer``, ``mk.distill``, ``mk.evaluate``,
 ``mk.run_method``, ``mk.export``. ``mk.distill`` and ``mk.evaluate`` are also the names of the
-subpackage :mod:`mdw_kit.distill` and the module :mod:`mdw_kit.evaluate`: calling them runs the
+subpackage :mod:`mdw_kit.distill` and the module :mod:`mdw_kit.evaluation.metrics`: calling them runs the
 stage (:func:`mdw_kit.stages.distill`, :func:`mdw_kit.stages.evaluate`), and their contents stay
 importable as before (``from mdw_kit.distill import DistilledSet``).
 
@@ -20,10 +20,9 @@ import sys as _sys
 import types as _types
 
 from mdw_kit import distill as _distill_pkg
-from mdw_kit import evaluate as _evaluate_mod
 from mdw_kit import stages
 from mdw_kit.distill.distiller import DistillConfig
-from mdw_kit.distill.evaluate import EvalConfig
+from mdw_kit.evaluation.protocol import EvalConfig
 from mdw_kit.distill.methods import METHODS, get_method
 from mdw_kit.distill.synthetic import DistilledSet
 from mdw_kit.experts.buffer import ExpertBuffer, load_buffer
@@ -45,10 +44,10 @@ class _StageModule(_types.ModuleType):
         return self.__stage__(*args, **kwargs)
 
 
-for _mod, _fn in ((_distill_pkg, stages.distill), (_evaluate_mod, stages.evaluate)):
-    _mod.__class__ = _StageModule
-    _mod.__stage__ = _fn
-distill, evaluate = _sys.modules["mdw_kit.distill"], _sys.modules["mdw_kit.evaluate"]
+_distill_pkg.__class__ = _StageModule
+_distill_pkg.__stage__ = stages.distill
+distill = _sys.modules["mdw_kit.distill"]
+evaluate = stages.evaluate
 
 __all__ = ["prepare_data", "noise_report", "build_buffer", "distill", "evaluate", "run_method", "export",
            "model_config", "dual_track_config", "load_preset", "list_presets", "DataBundle", "NoiseReport",

@@ -180,7 +180,7 @@ class PipelineConfig:
         out = merge({**p, "data": data, "model": model_section(p["model"], over.pop("model"))}, over)
         d, e = out["distill"]["config"], out["experts"]["dual_track"]
         if "max_start_epoch" in d and "epochs" in e:  # leave room for the matched segment
-            d["max_start_epoch"] = max(1, min(d["max_start_epoch"], e["epochs"] - d.get("expert_epochs", 2)))
+            d["max_start_epoch"] = max(1, min(d["max_start_epoch"], e["epochs"] - d.get("segment_epochs", 2)))
         return out
 
 
@@ -221,7 +221,7 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
     pairs) on the same protocol -> ``report.html``, ``summary.txt``, ``metrics.json``.
     """
     from . import stages
-    from .evaluate import format_table
+    from .evaluation.metrics import format_table
 
     cfg = cfg or PipelineConfig()
     p = cfg.resolved()

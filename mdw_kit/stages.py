@@ -164,9 +164,9 @@ def evaluate(what: Any, data: Any, *, seeds: Sequence[int] | None = None, config
     """Train fresh models on a distilled set or real pairs ``(images, text_emb)``; test retrieval.
 
     The epoch of each seed is chosen on the validation split; the test split is scored once.
-    Returns ``{"mean", "sd", "per_seed", ...}`` (see :func:`~mdw_kit.distill.evaluate.evaluate_distilled`).
+    Returns ``{"mean", "sd", "per_seed", ...}`` (see :func:`~mdw_kit.evaluation.protocol.evaluate_distilled`).
     """
-    from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
+    from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled
     p = _preset(preset).get("eval", {})
     cfg = config if isinstance(config, EvalConfig) else EvalConfig.from_dict({**p.get("config", {}),
                                                                                **dict(config or {})})

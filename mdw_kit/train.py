@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdw_kit.config import ConfigMixin
+from mdw_kit.utils import model_device as _model_device, to_pixels
 from mdw_kit.models.retrieval import is_stem_features
 from mdw_kit.utils import pick_device, progress
 
@@ -99,18 +100,6 @@ def symmetric_info_nce(logits: torch.Tensor, targets: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------- helpers
-def to_pixels(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    """Float pixels in ``[0, 1]`` on ``device`` from uint8 or float images (per batch, saves memory).
-
-    Example:
-        >>> import torch
-        >>> to_pixels(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max().item()
-        1.0
-    """
-    x = images.to(device, non_blocking=True) if device is not None else images
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-
-
 def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     """Indices of ``n`` items in ``ceil(n / batch_size)`` near-equal batches (shuffled if generator).
 
@@ -128,11 +117,6 @@ def _autocast(device: torch.device):
         return torch.autocast("cpu", enabled=False)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _check_pairs(images: torch.Tensor, text_emb: torch.Tensor, **per_pair: torch.Tensor | None) -> None:
@@ -218,6 +202,9 @@ class TrainConfig(ConfigMixin):
                              f"got {self.to_dict()}")
 
 
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "momentum", "seed", "device", "eval_every")
+
+
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer ``cfg`` asks for, over the model's trainable parameters.
@@ -281,7 +268,7 @@ def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, scaler: Any, images
 
 
 def _val_metrics(model: nn.Module, val: Any, batch_size: int) -> dict[str, float]:
-    from mdw_kit.evaluate import evaluate_val  # local import: evaluate imports this module
+    from mdw_kit.evaluation.metrics import evaluate_val
 
     return evaluate_val(model, val, batch_size=batch_size)
 

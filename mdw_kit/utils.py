@@ -113,3 +113,22 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None,
 def smoke_mode() -> bool:
     """True when ``MDW_SMOKE=1``: notebooks and demos shrink every size for CI."""
     return os.environ.get("MDW_SMOKE", "0") == "1"
+
+
+def to_pixels(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """Float pixels in ``[0, 1]`` on ``device`` from uint8 or float images (per batch, saves memory).
+
+    Example:
+        >>> import torch
+        >>> to_pixels(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max().item()
+        1.0
+    """
+    x = images.to(device, non_blocking=True) if device is not None else images
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def model_device(model: "torch.nn.Module") -> "torch.device":
+    """The device of a model's first parameter (CPU for a model without parameters)."""
+    import torch
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

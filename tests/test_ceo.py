@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mdw_kit.data import load_source
-from mdw_kit.distill.ceo import gaussian_blur, modulate_pixel_grad, peak_in_boxes, region_maps
+from mdw_kit.distill.ceo import gaussian_blur, modulate_pixel_grad, region_maps
+from mdw_kit.evaluation.pointing import pointing_game_hits as peak_in_boxes
 from mdw_kit.distill.distiller import DistillConfig, Distiller
 from mdw_kit.distill.matching import match_loss, sample_batches
 from mdw_kit.models import build_model
@@ -47,7 +48,7 @@ def bow_embed(captions: list[str], dim: int = 64) -> torch.Tensor:
 
 
 def tiny_config(**kw) -> DistillConfig:
-    base = dict(num_pairs=10, iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=2, batch_syn=5,
+    base = dict(num_pairs=10, iterations=2, syn_steps=2, segment_epochs=1, max_start_epoch=2, batch_syn=5,
                 lr_init=0.05, device="cpu", progress=False, save_maps_every=0, seed=0)
     return DistillConfig(**{**base, **kw})
 
@@ -291,7 +292,7 @@ def test_maps_land_on_shapes_objects_after_distillation():
     train_contrastive(model, x, t, TrainConfig(epochs=4, batch_size=32, lr=0.01, optimizer="sgd", seed=0,
                                                device="cpu"),
                       callback=lambda e, m, s: traj.append(get_flat(m)))
-    cfg = DistillConfig(num_pairs=40, iterations=3, syn_steps=2, expert_epochs=1, max_start_epoch=2,
+    cfg = DistillConfig(num_pairs=40, iterations=3, syn_steps=2, segment_epochs=1, max_start_epoch=2,
                         batch_syn=10, lr_init=0.03, ceo_beta=1.0, device="cpu", progress=False,
                         save_maps_every=3)
     d = Distiller(cfg, [torch.stack(traj)], build_model("convnet3", text_dim=64, image_size=32,
@@ -301,7 +302,7 @@ def test_maps_land_on_shapes_objects_after_distillation():
     assert syn.map_history[-1][0] == 3 and not torch.equal(syn.images, syn.init_images)
     boxes = [ds.boxes[int(ds.pair_image[i])] for i in syn.init_indices]
     covered = torch.stack([_box_mask(b) for b in boxes])
-    hits = peak_in_boxes(maps, boxes).float().mean()
+    hits = float(peak_in_boxes(maps, boxes).mean())
     mass_in = (maps * covered).sum(dim=(1, 2)) / maps.sum(dim=(1, 2))
     # chance: the share of the image the objects cover
     assert float(hits) > float(covered.mean()) + 0.1

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mdw_kit.data import load_source
-from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled, group_optimizer
+from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled, group_optimizer
 from mdw_kit.distill.synthetic import DistilledSet
 from mdw_kit.models import ModelConfig
 from mdw_kit.pipeline import HashTextEncoder

@@ -41,7 +41,7 @@ def tiny_data(n: int = 30):
 
 
 def tiny_config(**kw) -> DistillConfig:
-    base = dict(num_pairs=10, iterations=6, syn_steps=2, expert_epochs=1, max_start_epoch=3, batch_syn=5,
+    base = dict(num_pairs=10, iterations=6, syn_steps=2, segment_epochs=1, max_start_epoch=3, batch_syn=5,
                 lr_init=0.05, device="cpu", progress=False, save_maps_every=0, ceo_beta=0.5, ceo_every=3,
                 checkpoint_every=2, seed=3)
     return DistillConfig(**{**base, **kw})
@@ -180,7 +180,7 @@ def test_a_few_iterations_lower_the_matching_loss_on_shapes():
     train_contrastive(model, x, t, TrainConfig(epochs=3, batch_size=32, lr=0.01, optimizer="sgd", seed=0,
                                                device="cpu"),
                       callback=lambda e, m, s: traj.append(get_flat(m)))
-    cfg = DistillConfig(num_pairs=20, iterations=8, syn_steps=3, expert_epochs=2, max_start_epoch=2,
+    cfg = DistillConfig(num_pairs=20, iterations=8, syn_steps=3, segment_epochs=2, max_start_epoch=2,
                         batch_syn=10, lr_init=0.01, ceo_beta=0.5, device="cpu", progress=False,
                         save_maps_every=0)
     d = Distiller(cfg, TrajectoryList([torch.stack(traj)]), model, x, t)
@@ -368,7 +368,7 @@ def test_selection_trains_fresh_models_on_real_validation_data():
     train, val = ds.split("train"), ds.split("val")
     x, t = train.pair_pixels(), bow_embed(train.captions)
     model = build_model("convnet3", text_dim=64, image_size=32, embed_dim=32, width=8)
-    cfg = DistillConfig(num_pairs=8, iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=1, batch_syn=4,
+    cfg = DistillConfig(num_pairs=8, iterations=2, syn_steps=2, segment_epochs=1, max_start_epoch=1, batch_syn=4,
                         lr_init=0.01, ceo_beta=0.0, device="cpu", progress=False, save_maps_every=0,
                         select_every=2, select_epochs=2)
     d = Distiller(cfg, random_walks(model, n=1, epochs=2), model, x, t, val=(val, bow_embed(val.captions)))

@@ -1,4 +1,4 @@
-"""Tests of mdw_kit.evaluate: multi-caption recall, embedding, select-on-val across seeds."""
+"""Tests of mdw_kit.evaluation (metrics and the protocol): multi-caption recall, embedding, select-on-val across seeds."""
 from __future__ import annotations
 
 import os
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-import mdw_kit.evaluate as ev
+import mdw_kit.evaluation.metrics as ev
 from mdw_kit.data.base import DataError, PairDataset
-from mdw_kit.evaluate import (embed_split, evaluate_model, fit_and_evaluate, format_table,
-                              retrieval_metrics, summarize)
+from mdw_kit.evaluation.metrics import embed_split, evaluate_model, format_table, retrieval_metrics, summarize
+from mdw_kit.evaluation.protocol import fit_and_evaluate
 from mdw_kit.models.retrieval import ImageTower, RetrievalModel, get_flat, set_flat
 from mdw_kit.train import TrainConfig
 

@@ -4,7 +4,7 @@ import logging
 import pytest
 import torch
 
-from mdw_kit.distill.evaluate import evaluate_distilled
+from mdw_kit.evaluation.protocol import evaluate_distilled
 from mdw_kit.features import FeatureCache, feature_key, has_frozen_stem, stem_features, with_features
 from mdw_kit.models import ModelConfig
 from mdw_kit.models.retrieval import ImageTower, StemFeatures, get_flat

@@ -20,7 +20,7 @@ from mdw_kit.pipeline import prepare_data
 from mdw_kit.runs import ArtifactError
 
 BUDGET = 8
-DISTILL = dict(iterations=2, syn_steps=2, batch_syn=4, expert_epochs=1, max_start_epoch=1, lr_init=0.01, corr_rank=2,
+DISTILL = dict(iterations=2, syn_steps=2, batch_syn=4, segment_epochs=1, max_start_epoch=1, lr_init=0.01, corr_rank=2,
                ceo_every=5, save_maps_every=0, checkpoint_every=0, progress=False, device="cpu")
 EVAL = dict(epochs=2, eval_every=1, full_epochs=1, device="cpu")
 RESULT_KEYS = {"method", "kind", "budget", "spec", "key", "mean", "sd", "val_mean", "per_seed", "eval",

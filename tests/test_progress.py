@@ -24,3 +24,15 @@ def test_each_step_is_logged_with_bars_off(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert [m.split(" (")[0] for m in lines[:3]] == [f"dual-track: {i}/3 done" for i in (1, 2, 3)]
     assert 40 <= sum(m.startswith("distill") for m in lines) <= 60 and "distill: 1000/1000 done" in lines[-1]
+
+
+def test_no_progress_silences_the_text_encoder_weight_loading_bar():
+    """A fresh process (transformers not yet imported) that loads MiniLM with bars off prints no bar."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, MDW_NO_PROGRESS="1", HF_HUB_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", "from mdw_kit.models.text import MiniLMEncoder; MiniLMEncoder()"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Loading weights" not in run.stderr + run.stdout

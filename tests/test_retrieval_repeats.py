@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from mdw_kit.evaluate import caption_groups, retrieval_metrics
+from mdw_kit.evaluation.metrics import caption_groups, retrieval_metrics
 
 
 def _repeated_test_split(num_img: int = 30, repeats: int = 24, seed: int = 0):

@@ -110,7 +110,7 @@ def tiny_distiller(run_dir, iterations: int):
     start = get_flat(model)
     walks = [torch.stack([start + 0.02 * e * torch.randn(start.shape, generator=g) for e in range(5)])
              for _ in range(2)]
-    cfg = DistillConfig(num_pairs=10, iterations=iterations, syn_steps=2, expert_epochs=1, max_start_epoch=3,
+    cfg = DistillConfig(num_pairs=10, iterations=iterations, syn_steps=2, segment_epochs=1, max_start_epoch=3,
                         batch_syn=5, lr_init=0.05, device="cpu", progress=False, save_maps_every=0, ceo_beta=0.0,
                         checkpoint_every=1, seed=3)
     return Distiller(cfg, walks, model, torch.rand(30, 3, 8, 8, generator=g), torch.randn(30, 12, generator=g),

@@ -33,7 +33,7 @@ def test_prepare_data_gives_the_default_regime_with_cached_features(data):
 
 
 def _distiller(data, buffer, **over):
-    return distiller_for("mdw", data, 12, buffer, {"iterations": 12, "syn_steps": 3, "expert_epochs": 1,
+    return distiller_for("mdw", data, 12, buffer, {"iterations": 12, "syn_steps": 3, "segment_epochs": 1,
                                                    "max_start_epoch": 2, "batch_syn": 12, "progress": False,
                                                    "save_maps_every": 0, "checkpoint_every": 0, "ceo_every": 20,
                                                    **over})
@@ -66,7 +66,7 @@ def test_the_pixels_learn_through_the_frozen_backbone(data, buffer):
 def test_noise_report_and_buffer_come_from_one_setting(data, buffer):
     rep = mk.noise_report(data, {"epochs": 4, "warmup_epochs": 1})
     assert len(rep.p_clean) == len(data.train) == len(buffer.consensus.p_clean)
-    assert buffer.index["config"]["epochs"] == 4
+    assert buffer.index["config"]["train"]["epochs"] == 4
 
 
 def test_run_method_uses_the_bundle_model_and_features(data, buffer, tmp_path):
@@ -93,4 +93,4 @@ def test_pipeline_config_resolves_overrides_over_the_preset():
                        model={"tower": "convnet3"}).resolved()
     assert p["data"]["options"] == {"num_images": 50}  # the preset's openmoji options are dropped
     assert p["distill"]["budget"] == 30 and p["model"]["tower"] == "convnet3"
-    assert p["distill"]["config"]["max_start_epoch"] <= 3 - p["distill"]["config"]["expert_epochs"]
+    assert p["distill"]["config"]["max_start_epoch"] <= 3 - p["distill"]["config"]["segment_epochs"]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mdw_kit.evaluate import evaluate_arrays
+from mdw_kit.evaluation.metrics import evaluate_arrays
 from mdw_kit.models.retrieval import ImageTower, RetrievalModel, get_flat
 from mdw_kit.train import (TrainConfig, make_optimizer, per_pair_losses, symmetric_info_nce,
                            train_contrastive)

@@ -6,6 +6,7 @@ import torch
 from matplotlib.figure import Figure
 
 from mdw_kit import viz
+from mdw_kit.evaluation import pointing
 from widgets import (AblationPanel, CorrespondenceHeatmap, NoiseExplorer, PairGallery, RegionViewer,
                      TrainingMonitor, matrix_order, threshold_metrics)
 from widgets._static import png_bytes
@@ -297,16 +298,16 @@ def test_overlay_and_pointing_game():
     out = viz.overlay_region(img, region, alpha=1.0)
     assert out.shape == (8, 8, 3) and out[0, 7].sum() > out[7, 0].sum()
     assert np.allclose(viz.overlay_region(img, region, alpha=0.0), 0.0)
-    x, y = viz.map_peak(region, 8)
+    x, y = pointing.map_peak(region, 8)
     assert x >= 6 and y <= 1
     boxes = [[{"label": "red circle", "box": [5, 0, 8, 3]}, {"label": "blue square", "box": [0, 5, 3, 8]}]] * 2
     maps = torch.stack([region, region.flip(0, 1)])
-    assert viz.pointing_game_hits(maps, boxes, [["red circle"], ["red circle"]], image_size=8).tolist() == \
+    assert pointing.pointing_game_hits(maps, boxes, [["red circle"], ["red circle"]], image_size=8).tolist() == \
         [True, False]
-    assert viz.pointing_game(maps, boxes, [["blue square"], ["blue square"]], image_size=8) == 0.5
-    assert viz.named_labels("a small red circle left of a green star", boxes[0]) == ["red circle"]
+    assert pointing.pointing_game(maps, boxes, [["blue square"], ["blue square"]], image_size=8) == 0.5
+    assert pointing.named_labels("a small red circle left of a green star", boxes[0]) == ["red circle"]
     with pytest.raises(ValueError, match="must agree"):
-        viz.pointing_game(maps, boxes[:1], [["a"]])
+        pointing.pointing_game(maps, boxes[:1], [["a"]])
 
 
 def test_static_plots_build():
@@ -363,7 +364,7 @@ def test_distilled_pointing_game_scores_map_peaks_on_named_boxes():
         x, y = ((box[0] + box[2]) // 2, (box[1] + box[3]) // 2) if i < 2 else (0, 0)
         maps[i, int(y), int(x)] = 1.0
     syn.record_maps(0, maps)
-    game = viz.distilled_pointing_game(syn, train, text)
+    game = pointing.distilled_pointing_game(syn, train, text)
     assert game["named"] == 1.0 and game["num_images"] == 4  # clean captions name their own objects
     assert game["hits"][:2].all() and game["share"] <= 0.75 and game["share_named"] == game["share"]
     assert 0 < game["chance"] < 1

@@ -351,7 +351,7 @@ learn the noise.
 import tempfile
 import mdw_kit as mk
 from mdw_kit.distill import DistillConfig, Distiller
-from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
+from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled
 from mdw_kit.distill.methods import train_pairs
 from mdw_kit import viz
 from widgets import PairGallery, TrainingMonitor
@@ -387,7 +387,7 @@ a student that stays put, lower is better.
 '''),
     code('''
 dcfg = DistillConfig(num_pairs=M, iterations=4 if SMOKE else 50, syn_steps=3 if SMOKE else 5,
-                     expert_epochs=1 if SMOKE else 2, max_start_epoch=2 if SMOKE else 6,
+                     segment_epochs=1 if SMOKE else 2, max_start_epoch=2 if SMOKE else 6,
                      batch_syn=8 if SMOKE else 25, lr_init=0.01 if SMOKE else None,
                      ceo_every=2 if SMOKE else 25, save_maps_every=0)
 # CEO region maps cost about 10 s each (50 images, 64 px, one thread) against about 1 s per iteration,
@@ -491,6 +491,7 @@ from mdw_kit.experts.dual_track import DualTrackConfig
 from mdw_kit.experts.buffer import build_buffer
 from mdw_kit.distill import DistillConfig, Distiller
 from mdw_kit import viz
+from mdw_kit.evaluation.pointing import distilled_pointing_game
 from widgets import CorrespondenceHeatmap, RegionViewer, TrainingMonitor
 
 data = prepare_data("shapes", noise=0.3, source_options={"num_images": 150 if SMOKE else 1000, "image_size": 32})
@@ -507,7 +508,7 @@ buffer = build_buffer(tempfile.mkdtemp(prefix="mdw-nb04-"), model_cfg, images, d
 '''),
     code('''
 dcfg = DistillConfig(num_pairs=16 if SMOKE else 40, iterations=6 if SMOKE else 40,
-                     syn_steps=3 if SMOKE else 5, expert_epochs=1 if SMOKE else 2,
+                     syn_steps=3 if SMOKE else 5, segment_epochs=1 if SMOKE else 2,
                      max_start_epoch=2 if SMOKE else 5, batch_syn=8 if SMOKE else 20,
                      lr_init=0.01 if SMOKE else None, ceo_beta=0.5, ceo_every=6 if SMOKE else 5,
                      ceo_method="occlusion", lr_img=0.0025,
@@ -540,7 +541,7 @@ the right one is the synthetic image with its region map overlaid. The sliders p
 pair, the saved iteration and the opacity of the map.
 '''),
     code('''
-game = viz.distilled_pointing_game(syn, data.train, data.train_text)
+game = distilled_pointing_game(syn, data.train, data.train_text)
 rows = data.train.pair_image[syn.init_indices].tolist()
 viewer = RegionViewer.from_distilled(syn, labels=game["top_captions"], boxes=[data.train.boxes[r] for r in rows])
 viewer.show();
@@ -563,7 +564,7 @@ last maps land on a named object only 0.59 of the time, for about the same retri
 (`benchmarks/bench_pointing_game.py`).
 '''),
     code('''
-first = viz.distilled_pointing_game(syn, data.train, data.train_text, maps=syn.map_history[0][1])
+first = distilled_pointing_game(syn, data.train, data.train_text, maps=syn.map_history[0][1])
 pd.DataFrame({"first saved maps": {"pointing game": first["share"], "among named": first["share_named"],
                                    "chance": first["chance"]},
               "last saved maps": {"pointing game": game["share"], "among named": game["share_named"],
@@ -599,7 +600,7 @@ runner = MethodRunner(
     source="openmoji", source_options={"image_size": 32 if SMOKE else 64, "limit": 400 if SMOKE else 1500},
     dual_track=DualTrackConfig(epochs=3 if SMOKE else 10, warmup_epochs=1 if SMOKE else 2, batch_size=128,
                                progress=False),
-    distill=dict(iterations=2 if SMOKE else 30, syn_steps=2 if SMOKE else 5, expert_epochs=1 if SMOKE else 2,
+    distill=dict(iterations=2 if SMOKE else 30, syn_steps=2 if SMOKE else 5, segment_epochs=1 if SMOKE else 2,
                  max_start_epoch=2 if SMOKE else 5, batch_syn=10 if SMOKE else 20,
                  lr_init=0.01 if SMOKE else None, ceo_every=2 if SMOKE else 10, save_maps_every=0,
                  progress=False),

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from mdw_kit.viz import map_peak, overlay_region, plot_region_history, to_hwc
+from mdw_kit.evaluation.pointing import map_peak
+from mdw_kit.viz import overlay_region, plot_region_history, to_hwc
 from widgets._static import StaticFigureMixin, heavy, image_widget, png_bytes
 
 

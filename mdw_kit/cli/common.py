@@ -92,6 +92,11 @@ def config_overrides(text: str | None, flag: str, cls: type) -> dict[str, Any]:
     """
     values = json_object(text, flag)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if hasattr(cls, "_inner"):  # a ConfigMixin: keys of its nested config at the top level, old names
+        inner, flat = cls._inner()
+        if inner is not None:
+            fields.update({f.name: f for f in dataclasses.fields(inner) if f.name in flat})
+        fields.update({old: fields[new] for old, new in cls._renamed.items() if new in fields})
     for key, value in values.items():
         if key not in fields:
             near = difflib.get_close_matches(key, list(fields), n=1)

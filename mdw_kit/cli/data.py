@@ -28,7 +28,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train on all (noisy) training pairs, choose the epoch on val, report test retrieval over seeds."""
-    from mdw_kit.evaluate import fit_and_evaluate, format_table
+    from mdw_kit.evaluation.protocol import fit_and_evaluate
+    from mdw_kit.evaluation.metrics import format_table
     from mdw_kit.train import TrainConfig
     check_model_flags(args)
     seeds = check_seeds(args.seeds)

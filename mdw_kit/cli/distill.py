@@ -86,7 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a saved distilled set (train fresh models with its targets and rates)."""
     import mdw_kit as mk
     from mdw_kit.distill import DistilledSet
-    from mdw_kit.evaluate import format_table
+    from mdw_kit.evaluation.metrics import format_table
     seeds = check_seeds(args.seeds)
     dset = DistilledSet.load(args.distilled)
     run = Run(args, "evaluate")

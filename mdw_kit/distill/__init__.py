@@ -12,7 +12,7 @@ Example:
     >>> make_correspondence("full", 3).matrix().shape
     torch.Size([3, 3])
 """
-from mdw_kit.distill.ceo import modulate_pixel_grad, peak_in_boxes, region_maps
+from mdw_kit.distill.ceo import modulate_pixel_grad, region_maps
 from mdw_kit.distill.correspondence import Correspondence, make_correspondence
 from mdw_kit.distill.distiller import DistillConfig, Distiller, TrajectoryList
 from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
@@ -21,5 +21,5 @@ from mdw_kit.distill.synthetic import DistilledSet
 
 __all__ = ["Correspondence", "make_correspondence", "DistilledSet", "select_initial_pairs", "pair_embeddings",
            "match_loss", "MatchResult", "sample_batches", "time_plain_steps", "calibrate_lr",
-           "region_maps", "modulate_pixel_grad", "peak_in_boxes", "DistillConfig", "Distiller",
+           "region_maps", "modulate_pixel_grad", "DistillConfig", "Distiller",
            "TrajectoryList"]

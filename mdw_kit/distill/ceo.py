@@ -10,7 +10,8 @@ maps are mixed with weights ``P~_ij / sum_j P~_ij`` into one region map
 gradient as it is. Towers without a spatial map get
 input-gradient saliency (``|dS_ij/dx|``, max over channels) instead.
 
-Methods (``region_maps(method=...)``):
+Methods (``region_maps(method=...)``), one :class:`MapMethod` class each in the registry
+:data:`MAP_METHODS` (:func:`register_map_method` adds one):
 
 - ``"gradcam"``: Grad-CAM, ``relu(sum_c mean_hw(dS/dA_c) A_c)`` on the spatial map ``A``.
 - ``"hirescam"``: ``relu(sum_c dS/dA_c * A_c)`` per position (faithful for flatten heads).
@@ -75,7 +76,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,11 +85,9 @@ from mdw_kit.distill.feature_maps import MapStage, resolve_stage
 from mdw_kit.models.retrieval import set_flat
 
 DEFAULT_CLIP = (0.1, 5.0)
-METHODS = ("auto", "guided", "gradcam", "hirescam", "saliency", "smoothgrad", "occlusion")
 SMOOTHGRAD_SAMPLES = 8
 SMOOTHGRAD_SIGMA = 0.15  # noise sd in [0, 1] pixel units
 AUTO_MIN_MAP = 7  # "auto" uses Grad-CAM-based maps from this spatial-map side up, saliency below
-PIXEL_METHODS = ("saliency", "smoothgrad", "occlusion")  # methods that read no feature map
 
 
 def _model_with(model: nn.Module, flat: torch.Tensor | None) -> nn.Module:
@@ -127,7 +125,7 @@ def _smoothgrad_chunk(model: nn.Module, x: torch.Tensor, text_emb: torch.Tensor,
     out = torch.zeros(x.shape[0], size, size, device=x.device)
     for _ in range(SMOOTHGRAD_SAMPLES):
         noise = torch.randn(x.shape, generator=gen).to(x) * SMOOTHGRAD_SIGMA
-        out += _gradcam_chunk(model, x + noise, text_emb, top_i, top_w, size, "saliency", stage)
+        out += _gradient_maps(model, x + noise, text_emb, top_i, top_w, size, "saliency", stage)
     return _normalise_max(out)
 
 
@@ -162,12 +160,9 @@ def _occlusion_chunk(model: nn.Module, x: torch.Tensor, text_emb: torch.Tensor, 
     return _normalise_max(out)
 
 
-def _gradcam_chunk(model: nn.Module, x: torch.Tensor, text_emb: torch.Tensor, top_i: torch.Tensor,
+def _gradient_maps(model: nn.Module, x: torch.Tensor, text_emb: torch.Tensor, top_i: torch.Tensor,
                    top_w: torch.Tensor, size: int, method: str, stage: MapStage) -> torch.Tensor:
-    if method == "occlusion":
-        return _occlusion_chunk(model, x, text_emb, top_i, top_w, size)
-    if method == "smoothgrad":
-        return _smoothgrad_chunk(model, x, text_emb, top_i, top_w, size, stage)
+    """The gradient-based maps (saliency, Grad-CAM, HiResCAM, guided) of one chunk."""
     pixel_grad = method in ("saliency", "guided")
     x = x.detach().requires_grad_(pixel_grad)
     fmap = stage.pre(x)
@@ -193,6 +188,103 @@ def _gradcam_chunk(model: nn.Module, x: torch.Tensor, text_emb: torch.Tensor, to
     return _normalise_max(out)
 
 
+class MapMethod:
+    """One way to make region maps; subclasses implement the one verb :meth:`maps`.
+
+    Attributes:
+        name: the key of :data:`MAP_METHODS` (``DistillConfig.ceo_method``).
+        reads_feature_map: whether it needs the tower's spatial map (else it works on pixels).
+        native: whether its maps are made at the map stage's resolution (Grad-CAM, HiResCAM)
+            rather than at the images'.
+    """
+
+    name = ""
+    reads_feature_map = True
+    native = False
+
+    def maps(self, model: nn.Module, x: torch.Tensor, text_emb: torch.Tensor, top_i: torch.Tensor,
+             top_w: torch.Tensor, side: int, stage: MapStage) -> torch.Tensor:
+        """``[n, side, side]`` maps in ``[0, 1]`` of images ``x`` for their top texts ``top_i`` mixed by ``top_w``."""
+        raise NotImplementedError
+
+
+class GradCAM(MapMethod):
+    """``relu(sum_c mean_hw(dS/dA_c) A_c)`` on the stage's map ``A``."""
+
+    name, native = "gradcam", True
+
+    def maps(self, model, x, text_emb, top_i, top_w, side, stage):
+        return _gradient_maps(model, x, text_emb, top_i, top_w, side, self.name, stage)
+
+
+class HiResCAM(GradCAM):
+    """``relu(sum_c dS/dA_c * A_c)`` per position."""
+
+    name = "hirescam"
+
+
+class GuidedGradCAM(MapMethod):
+    """The upsampled Grad-CAM map times the normalised input-gradient magnitude."""
+
+    name = "guided"
+
+    def maps(self, model, x, text_emb, top_i, top_w, side, stage):
+        return _gradient_maps(model, x, text_emb, top_i, top_w, side, self.name, stage)
+
+
+class Saliency(MapMethod):
+    """``|dS_ij/dx|``, max over channels."""
+
+    name, reads_feature_map = "saliency", False
+
+    def maps(self, model, x, text_emb, top_i, top_w, side, stage):
+        return _gradient_maps(model, x, text_emb, top_i, top_w, side, self.name, stage)
+
+
+class SmoothGrad(MapMethod):
+    """Saliency averaged over noisy copies of the images (seeded by the chunk's size: same images, same maps)."""
+
+    name, reads_feature_map = "smoothgrad", False
+
+    def maps(self, model, x, text_emb, top_i, top_w, side, stage):
+        return _smoothgrad_chunk(model, x, text_emb, top_i, top_w, side, stage)
+
+
+class Occlusion(MapMethod):
+    """How much the mixed top-k score drops when a patch is replaced by the image's mean colour."""
+
+    name, reads_feature_map = "occlusion", False
+
+    def maps(self, model, x, text_emb, top_i, top_w, side, stage):
+        return _occlusion_chunk(model, x, text_emb, top_i, top_w, side)
+
+
+MAP_METHODS: dict[str, MapMethod] = {}
+
+
+def register_map_method(method: MapMethod) -> MapMethod:
+    """Add a :class:`MapMethod` instance to :data:`MAP_METHODS` under its ``name`` (usable as ``ceo_method``).
+
+    Example:
+        >>> class Flat(MapMethod):
+        ...     name, reads_feature_map = "flat_demo", False
+        ...     def maps(self, model, x, text_emb, top_i, top_w, side, stage):
+        ...         return torch.ones(x.shape[0], side, side)
+        >>> register_map_method(Flat()).name in MAP_METHODS
+        True
+        >>> del MAP_METHODS["flat_demo"]
+    """
+    if not method.name or method.name == "auto":
+        raise ValueError(f"a map method needs a name other than 'auto', got {method.name!r}")
+    MAP_METHODS[method.name] = method
+    return method
+
+
+for _m in (GuidedGradCAM(), GradCAM(), HiResCAM(), Saliency(), SmoothGrad(), Occlusion()):
+    register_map_method(_m)
+METHODS = ("auto", *MAP_METHODS)  # the shipped choices of ``region_maps(method=...)``
+
+
 def _resize(maps: torch.Tensor, side: int) -> torch.Tensor:
     """``[n, h, w]`` maps to ``side x side``: bilinear up, area-average down, as they are at equal size."""
     if maps.shape[-1] == side and maps.shape[-2] == side:
@@ -213,7 +305,7 @@ def choose_method(method: str, stage_side: int, stage: str | int = "auto") -> st
         >>> choose_method("auto", 8), choose_method("auto", 2), choose_method("occlusion", 2)
         ('gradcam', 'saliency', 'occlusion')
     """
-    if method in PIXEL_METHODS:
+    if method != "auto" and not MAP_METHODS[method].reads_feature_map:
         return method
     if method == "auto":
         chosen = "gradcam" if stage_side >= AUTO_MIN_MAP else "saliency"
@@ -254,8 +346,8 @@ def region_maps(model: nn.Module, flat: torch.Tensor | None, images: torch.Tenso
         torch.Size([4, 32, 32])
     """
     M, size = images.shape[0], images.shape[-1]
-    if method not in METHODS:
-        raise ValueError(f"unknown region map method {method!r}; use one of {METHODS}")
+    if method != "auto" and method not in MAP_METHODS:
+        raise ValueError(f"unknown region map method {method!r}; use one of {['auto', *MAP_METHODS]}")
     if P.shape != (M, M) or text.shape[0] != M:
         raise ValueError(f"need images [M,...], text [M, d] and P [M, M]; got M={M}, "
                          f"text {list(text.shape)}, P {list(P.shape)}")
@@ -270,9 +362,10 @@ def region_maps(model: nn.Module, flat: torch.Tensor | None, images: torch.Tenso
             top_v, top_i = P.detach().topk(min(k, M), dim=1)
             top_w = top_v / top_v.sum(dim=1, keepdim=True).clamp_min(1e-12)
             side = st.side if native and st.side > 0 else size
-            cam_side = side if method in ("gradcam", "hirescam") else size  # the others work at pixels
-            chunks = [_gradcam_chunk(m, images[s:s + batch_size], text_emb, top_i[s:s + batch_size],
-                                     top_w[s:s + batch_size], cam_side, method, st)
+            maker = MAP_METHODS[method]
+            cam_side = side if maker.native else size  # the others work at pixels
+            chunks = [maker.maps(m, images[s:s + batch_size], text_emb, top_i[s:s + batch_size],
+                                 top_w[s:s + batch_size], cam_side, st)
                       for s in range(0, M, batch_size)]
     finally:
         m.train(was_training)
@@ -322,27 +415,3 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y.reshape(n, c, h, w)
 
 
-def peak_in_boxes(maps: torch.Tensor, boxes: Sequence[Sequence[dict[str, Any]]],
-                  image_size: int | None = None) -> torch.Tensor:
-    """Pointing game: for each map, whether its peak falls inside one of the image's object boxes.
-
-    ``boxes[i]`` lists ``{"label", "box": [x0, y0, x1, y1]}`` in pixels of an image of side
-    ``image_size`` (default: the maps' side); boxes are rescaled to the maps' side.
-
-    Example:
-        >>> import torch
-        >>> m = torch.zeros(1, 8, 8); m[0, 2, 5] = 1
-        >>> peak_in_boxes(m, [[{"label": "a", "box": [4, 1, 7, 4]}]]).tolist()
-        [True]
-    """
-    n, h, w = maps.shape
-    if len(boxes) != n:
-        raise ValueError(f"{n} maps but boxes for {len(boxes)} images")
-    s = (w / image_size) if image_size else 1.0
-    flat = maps.flatten(1).argmax(dim=1)
-    ys, xs = (flat // w).tolist(), (flat % w).tolist()
-    hits = []
-    for y, x, objs in zip(ys, xs, boxes):
-        hits.append(any(o["box"][0] * s <= x + 0.5 <= o["box"][2] * s and o["box"][1] * s <= y + 0.5 <= o["box"][3] * s
-                        for o in objs))
-    return torch.tensor(hits)

@@ -1,7 +1,7 @@
 """The MDW distillation loop (stages 2-4): initialise, match trajectories, modulate pixels.
 
 Each iteration samples an expert trajectory and a start epoch ``t`` (``t <
-max_start_epoch``, ``t + expert_epochs <= E``), computes the matching loss of
+max_start_epoch``, ``t + segment_epochs <= E``), computes the matching loss of
 ``syn_steps`` student steps (:func:`~mdw_kit.distill.matching.match_loss`),
 backpropagates to images, texts, ``P~`` and ``eta``, modulates the pixel
 gradient with the CEO region maps (:mod:`mdw_kit.distill.ceo`; recomputed every
@@ -40,7 +40,7 @@ Example:
     >>> from mdw_kit.models.retrieval import get_flat
     >>> m = build_model("convnet3", text_dim=16, image_size=32)
     >>> s = get_flat(m); traj = torch.stack([s + 0.01 * i * torch.randn_like(s) for i in range(4)])
-    >>> cfg = DistillConfig(num_pairs=8, iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=2,
+    >>> cfg = DistillConfig(num_pairs=8, iterations=2, syn_steps=2, segment_epochs=1, max_start_epoch=2,
     ...                     batch_syn=4, lr_init=0.01, progress=False)
     >>> syn = Distiller(cfg, [traj], m, torch.rand(20, 3, 32, 32), torch.randn(20, 16)).run()
     >>> syn.num_pairs
@@ -53,7 +53,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -66,6 +66,7 @@ from mdw_kit.distill.correspondence import FORMS, OFF_SHARE
 from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
 from mdw_kit.distill.matching import MODES, calibrate_lr, match_loss, sample_batches, tower_groups
 from mdw_kit.distill.synthetic import LR_GROUPS, DistilledSet
+from mdw_kit.config import ConfigMixin
 from mdw_kit.runs import ArtifactError, RunDir
 from mdw_kit.utils import pick_device, progress
 
@@ -77,13 +78,16 @@ RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "device", "progress", "ma
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(ConfigMixin):
     """Settings of one distillation run.
 
     Attributes:
         num_pairs: ``M``, the budget of synthetic pairs.
         iterations: outer iterations.
-        syn_steps: ``N`` student steps per iteration; expert_epochs: ``D``.
+        syn_steps: ``N`` student steps per iteration.
+        segment_epochs: ``D``, the length in expert epochs of the matched trajectory segment
+            (``theta_t`` to ``theta_{t+D}``); not a training epoch count (saved configs that call
+            it ``expert_epochs`` still load).
         max_start_epoch: start epochs are drawn from ``[0, max_start_epoch)``. Early epochs
             carry most of what a small set can teach; 5 with ``lr_img`` 0.01 scored R-sum 52.5
             against 49.4 for 8 with 0.005 (openmoji clean, 100 pairs, 150 iterations, one run).
@@ -149,7 +153,7 @@ class DistillConfig:
     num_pairs: int = 100
     iterations: int = 500
     syn_steps: int = 10
-    expert_epochs: int = 2
+    segment_epochs: int = 2
     max_start_epoch: int = 5
     batch_syn: int = 50
     lr_img: float = 0.01
@@ -188,11 +192,13 @@ class DistillConfig:
     device: str = "auto"
     progress: bool = True
 
+    _renamed = {"expert_epochs": "segment_epochs"}  # configs saved under the old name still load
+
     def __post_init__(self) -> None:
         self.ceo_clip = tuple(float(c) for c in self.ceo_clip)
         if self.mode not in MODES:
             raise ValueError(f"DistillConfig.mode must be one of {MODES}, got {self.mode!r}")
-        bad = [n for n in ("num_pairs", "iterations", "syn_steps", "expert_epochs", "max_start_epoch",
+        bad = [n for n in ("num_pairs", "iterations", "syn_steps", "segment_epochs", "max_start_epoch",
                            "batch_syn", "ceo_k", "ceo_every", "select_epochs", "select_seeds")
                if getattr(self, n) < 1]
         if self.select_every < 0:
@@ -207,34 +213,6 @@ class DistillConfig:
             bad.append("batch_syn/ceo_beta/ceo_clip")
         if bad:
             raise ValueError(f"DistillConfig: invalid values for {bad}: {self.to_dict()}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        d = asdict(self)
-        d["ceo_clip"] = list(self.ceo_clip)
-        return d
-
-    def changed_fields(self, saved: dict[str, Any], keys: Sequence[str] | None = None) -> list[str]:
-        """Fields (of ``keys``, default all, plus any ``saved`` has) that differ from a saved config.
-
-        A field ``saved`` lacks (added since it was written) counts as its default.
-
-        Example:
-            >>> DistillConfig(lr_img=0.02).changed_fields({"lr_img": 0.01})
-            ['lr_img']
-        """
-        now, defaults = self.to_dict(), DistillConfig().to_dict()
-        names = set(now) | set(saved) if keys is None else set(keys)
-        return sorted(k for k in names if now.get(k) != saved.get(k, defaults.get(k)))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DistillConfig":
-        """Build from a dict; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown DistillConfig keys {extra}; known: {sorted(known)}")
-        return cls(**d)
 
 
 class TrajectoryList:
@@ -341,8 +319,8 @@ class Distiller:
     # ------------------------------------------------------------ checks
     def _check_data(self, images: torch.Tensor, text: torch.Tensor) -> None:
         E = self.num_epochs
-        if self.cfg.expert_epochs > E:
-            raise ValueError(f"expert_epochs={self.cfg.expert_epochs} exceeds the trajectories' {E} epochs")
+        if self.cfg.segment_epochs > E:
+            raise ValueError(f"segment_epochs={self.cfg.segment_epochs} exceeds the trajectories' {E} epochs")
         n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         if self.buffer.trajectory(0).shape[1] != n:
             raise ArtifactError(f"trajectories hold {self.buffer.trajectory(0).shape[1]} parameters; "
@@ -396,13 +374,13 @@ class Distiller:
 
     # ------------------------------------------------------------ sampling
     def _draw_start(self, g: torch.Generator) -> tuple[int, int]:
-        hi = max(1, min(self.cfg.max_start_epoch, self.num_epochs - self.cfg.expert_epochs + 1))
+        hi = max(1, min(self.cfg.max_start_epoch, self.num_epochs - self.cfg.segment_epochs + 1))
         i = int(torch.randint(self.buffer.num_trajectories, (1,), generator=g))
         return i, int(torch.randint(hi, (1,), generator=g))
 
     def _pair(self, i: int, t: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         traj = self.buffer.trajectory(i)
-        return traj[t].to(self.device), traj[t + self.cfg.expert_epochs].to(self.device), i, t
+        return traj[t].to(self.device), traj[t + self.cfg.segment_epochs].to(self.device), i, t
 
     # ------------------------------------------------------------ main loop
     def run(self) -> DistilledSet:
@@ -545,7 +523,7 @@ class Distiller:
     # ------------------------------------------------------------ selection on validation
     def validation_rsum(self) -> float:
         """Mean best validation R-sum of ``select_seeds`` fresh models trained on the current set."""
-        from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
+        from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled
         model_cfg = self._model_config_dict()
         if model_cfg is None:
             raise ValueError("selection on validation needs a model config (pass model_cfg, not a bare module)")
@@ -629,7 +607,7 @@ class Distiller:
             >>> from mdw_kit.models.retrieval import get_flat
             >>> m = build_model("convnet3", text_dim=16, image_size=32)
             >>> s = get_flat(m); traj = torch.stack([s, s + 0.01 * torch.randn_like(s)])
-            >>> cfg = DistillConfig(num_pairs=4, syn_steps=1, expert_epochs=1, batch_syn=4, lr_init=0.01)
+            >>> cfg = DistillConfig(num_pairs=4, syn_steps=1, segment_epochs=1, batch_syn=4, lr_init=0.01)
             >>> d = Distiller(cfg, [traj], m, torch.rand(6, 3, 32, 32), torch.randn(6, 16))
             >>> d.evaluate_matching(num=1) > 0
             True

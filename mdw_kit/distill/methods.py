@@ -47,7 +47,7 @@ import torch
 
 from mdw_kit.distill.coresets import CleanRandomCoreset, make_coreset, pair_features
 from mdw_kit.distill.distiller import DistillConfig, Distiller
-from mdw_kit.distill.evaluate import EvalConfig, evaluate_distilled
+from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled
 from mdw_kit.runs import ArtifactError, RunDir
 
 KINDS = ("coreset", "distill", "reference")
@@ -358,7 +358,7 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
         buffers: ``{"dual_track": buffer, "naive": buffer}``; a method needs the one its ``experts``
             switch names (``clean_random`` reads the dual-track noise report when ``p_clean`` is None).
         distill: :class:`DistillConfig` overrides (iterations, syn_steps, ...), not the switches.
-        eval_cfg: :class:`~mdw_kit.distill.evaluate.EvalConfig` (or its dict).
+        eval_cfg: :class:`~mdw_kit.evaluation.protocol.EvalConfig` (or its dict).
         seeds: evaluation seeds.
         run_dir: folder for the distillation checkpoints / artifact and ``result.json``; a finished
             result with the same settings there is returned as it is (``"cached": True``).
@@ -385,7 +385,7 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
     budget = None if spec.kind == "reference" else int(M)
     dcfg = spec.distill_config(budget, distill) if spec.kind == "distill" else None
     key = _key({"spec": asdict(spec), "budget": budget, "seeds": [int(s) for s in seeds],
-                "distill": result_relevant(dcfg), "eval": {k: v for k, v in ecfg.to_dict().items() if k != "device"},
+                "distill": result_relevant(dcfg), "eval": _eval_relevant(ecfg),
                 "data": data.fingerprint(), "selection_seed": selection_seed,
                 "model": model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else model_cfg})
     cached = _cached(run_dir, key)
@@ -411,6 +411,13 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
     if syn is not None:
         result["distilled_set"] = syn
     return result
+
+
+def _eval_relevant(ecfg: EvalConfig) -> dict[str, Any]:
+    """The evaluation settings that change a result (not the device)."""
+    d = ecfg.to_dict()
+    d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
+    return d
 
 
 def result_relevant(dcfg: DistillConfig | None) -> dict[str, Any] | None:

@@ -208,6 +208,8 @@ def _build_key(header: dict[str, Any]) -> str:
     """Hash of the settings a run depends on: a resumed build must match it."""
     keep = {k: v for k, v in header.items() if k not in ("runs", "size_bytes")}
     keep["config"] = {k: v for k, v in keep["config"].items() if k not in ("progress", "device")}
+    if isinstance(keep["config"].get("train"), dict):  # the device does not change a trajectory
+        keep["config"]["train"] = {k: v for k, v in keep["config"]["train"].items() if k != "device"}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -54,31 +54,35 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from mdw_kit.config import ConfigMixin
+from mdw_kit.config import ConfigMixin, delegate
 from mdw_kit.experts.gmm import fit_clean_probability
-from mdw_kit.experts.report import NoiseReport, detection_metrics, percentile_rank, report_from_scores
+from mdw_kit.evaluation.detection import detection_metrics, percentile_rank
+from mdw_kit.experts.report import NoiseReport, report_from_scores
 from mdw_kit.models.retrieval import get_flat
-from mdw_kit.train import TrainConfig, make_optimizer, per_pair_losses, train_contrastive
+from mdw_kit.train import TRAIN_KEYS, TrainConfig, make_optimizer, per_pair_losses, train_contrastive
 from mdw_kit.utils import pick_device, progress, seed_everything
 
 MODES = ("weight", "select")
+EXPERT_TRAIN = {"epochs": 20, "batch_size": 128, "lr": 0.03, "optimizer": "sgd", "momentum": 0.0}
 TRACKS = ("A", "B")
 
 
-@dataclass
+@dataclass(init=False)
 class DualTrackConfig(ConfigMixin):
     """Settings of dual-track collaborative learning (and of its naive counterpart).
 
     Attributes:
-        epochs: total epochs per track (``E``; trajectories hold ``E + 1`` states).
+        train: the :class:`~mdw_kit.train.TrainConfig` of each track's epochs (its ``seed`` is
+            replaced by ``seed_a`` / ``seed_b``). Its keys may be given at the top level
+            (``DualTrackConfig(epochs=10, lr=0.03)``) and read there (``cfg.epochs``): ``epochs``
+            is ``E``, the total epochs per track (trajectories hold ``E + 1`` states).
         warmup_epochs: epochs on all pairs before cross supervision starts.
         threshold: clean-probability threshold of ``"select"`` mode and of the noisy flag.
         mode: ``"weight"`` or ``"select"`` (see the module docstring).
         seed_a, seed_b: seeds of tracks A and B (initialisation and data order).
         num_tracks: 2, or 1 for a single naive track.
         naive: plain training on all pairs (no cross supervision).
-        batch_size, lr, weight_decay, optimizer, momentum: as :class:`~mdw_kit.train.TrainConfig`
-            (``momentum`` is SGD's). The default, plain SGD at 0.03, was chosen by measurement
+        The default training, plain SGD at 0.03 (batches of 128, 20 epochs, no momentum), was chosen by measurement
             (openmoji, 50% noise, one seed): its trajectories are what SGD students can follow
             (100 pairs distilled from Adam experts scored R-sum 27-33, from SGD experts 52-70,
             against 47 for their random starting pairs), and its consensus detection AUROC
@@ -117,12 +121,10 @@ class DualTrackConfig(ConfigMixin):
         scoring: ``"global"``: each pair's loss against all pairs (:func:`global_pair_losses`);
             ``"batch"``: in fixed seeded mini-batches (:func:`~mdw_kit.train.per_pair_losses`).
         score_batch_size: chunk / mini-batch size of the scoring.
-        eval_every: validation every this many epochs when a validation split is given.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         progress: show a progress bar over epochs.
     """
 
-    epochs: int = 20
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**EXPERT_TRAIN))
     warmup_epochs: int = 2
     threshold: float = 0.5
     mode: str = "select"
@@ -130,11 +132,6 @@ class DualTrackConfig(ConfigMixin):
     seed_b: int = 1
     num_tracks: int = 2
     naive: bool = False
-    batch_size: int = 128
-    lr: float = 0.03
-    weight_decay: float = 0.0
-    optimizer: str = "sgd"
-    momentum: float = 0.0
     lr_after_warmup: float = 1.0
     loss_average: str = "mean"
     loss_ema: float = 0.5
@@ -142,11 +139,14 @@ class DualTrackConfig(ConfigMixin):
     keep_fraction: float | str | None = None
     scoring: str = "global"
     score_batch_size: int = 256
-    eval_every: int = 1
-    device: str = "auto"
     progress: bool = True
 
+    _flat, _flat_skip = "train", ("seed",)  # each track's seed is seed_a / seed_b
+    __init__ = ConfigMixin.flat_init
+
     def __post_init__(self) -> None:
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"DualTrackConfig.train must be a TrainConfig, got {type(self.train).__name__}")
         if self.loss_average not in ("mean", "ema", "last"):
             raise ValueError("DualTrackConfig.loss_average must be 'mean', 'ema' or 'last', "
                              f"got {self.loss_average!r}")
@@ -183,11 +183,11 @@ class DualTrackConfig(ConfigMixin):
         return self.seed_a if track == "A" else self.seed_b
 
     def train_config(self, track: str) -> TrainConfig:
-        """The :class:`TrainConfig` each epoch of ``track`` runs with."""
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           weight_decay=self.weight_decay, optimizer=self.optimizer,
-                           momentum=self.momentum, seed=self.seed(track), device=self.device,
-                           eval_every=self.eval_every)
+        """The :class:`TrainConfig` each epoch of ``track`` runs with (``train`` with the track's seed)."""
+        return replace(self.train, seed=self.seed(track))
+
+
+delegate(DualTrackConfig, "train", [n for n in TRAIN_KEYS if n != "seed"])
 
 
 
@@ -358,7 +358,7 @@ def global_pair_losses(model: nn.Module, images: torch.Tensor, text: torch.Tenso
         >>> global_pair_losses(m, torch.rand(10, 3, 8, 8), torch.randn(10, 8), batch_size=4).shape
         torch.Size([10])
     """
-    from mdw_kit.evaluate import embed_arrays  # local import: evaluate imports train
+    from mdw_kit.evaluation.metrics import embed_arrays  # local import: evaluate imports train
 
     img, txt = embed_arrays(model, images, text, batch_size)
     n, inv_tau = int(img.shape[0]), 1.0 / float(getattr(model, "temperature", 1.0))

@@ -102,6 +102,9 @@ class MiniLMEncoder(TextEncoder):
 
     def __init__(self, path: str | Path | None = None, device: str | torch.device | None = "cpu"):
         from transformers import AutoModel, AutoTokenizer
+
+        from mdw_kit.utils import quiet_libraries
+        quiet_libraries()  # MDW_NO_PROGRESS=1 also silences the weight-loading bar
         folder = minilm_path() if path is None else Path(path).expanduser()
         weights = folder / "model.safetensors"
         if not weights.is_file():

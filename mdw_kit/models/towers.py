@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mdw_kit.config import ConfigMixin
 from mdw_kit.models.retrieval import ImageTower, RetrievalModel
 from mdw_kit.utils import pick_device
 
@@ -500,7 +501,7 @@ def build_model(tower: str = "convnet3", text_dim: int = 384, image_size: int = 
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(ConfigMixin):
     """Everything :func:`build_model` needs, as plain JSON-able values.
 
     Example:
@@ -524,17 +525,6 @@ class ModelConfig:
         d = self.to_dict()
         return build_model(**{k: v for k, v in d.items() if k != "tower_kw"}, **d["tower_kw"])
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-able)."""
-        d = dataclasses.asdict(self)
-        d["weights"] = None if self.weights is None else str(self.weights)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ValueError(f"unknown model config keys {extra}; known: {sorted(known)}")
-        return cls(**d)
+    def __post_init__(self) -> None:
+        self.weights = None if self.weights is None else str(self.weights)
+        self.tower_kw = dict(self.tower_kw)

@@ -1,4 +1,4 @@
-"""Retrieval evaluation: TR/IR@K and R-sum, multi-caption aware, and seed-averaged fits.
+"""Retrieval metrics: TR/IR@K and R-sum, multi-caption aware; embedding and scoring a split.
 
 Similarities are ``[num_images, num_captions]`` and ``pair_image[c]`` is the image of
 caption ``c``. Image-to-text (TR@K): an image is a hit when ANY of its captions ranks in
@@ -10,8 +10,7 @@ one candidate: an image is a hit when a caption with the text of any of its capt
 ranks in its top K texts, and a caption finds any image that carries its text, so a
 repeated text never counts against the query.
 
-:func:`fit_and_evaluate` trains fresh models across seeds, picks each seed's epoch on
-the validation split, and evaluates that state on the test split exactly once.
+Training fresh models on a set and testing them is :mod:`mdw_kit.evaluation.protocol`.
 
 Example:
     >>> import torch
@@ -22,15 +21,13 @@ Example:
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from mdw_kit.data.base import DataError, PairDataset
-from mdw_kit.train import TrainConfig, _model_device, to_pixels, train_contrastive
+from mdw_kit.utils import model_device as _model_device, to_pixels
 
 Split = tuple  # (PairDataset, text_emb) or (pixels [I,3,H,W], text_emb [P,d], pair_image [P])
 
@@ -344,81 +341,5 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-# ------------------------------------------------------ select-and-test
-class _BestState:
-    """Callback keeping a CPU copy of the state of the best validation R-sum epoch (earliest on ties)."""
-
-    def __init__(self, user: Callable | None, seed: int):
-        self.user, self.seed = user, seed
-        self.best_rsum, self.best_epoch, self.state = -math.inf, None, None
-
-    def __call__(self, epoch: int, model: nn.Module, stats: dict) -> None:
-        val = stats.get("val")
-        if val is not None and val["R-sum"] > self.best_rsum:
-            self.best_rsum, self.best_epoch = val["R-sum"], epoch
-            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if self.user is not None:
-            self.user(epoch, model, dict(stats, seed=self.seed))
-
-
-def _fit_one(model_fn: Callable[[int], nn.Module], train_images: torch.Tensor, train_text: torch.Tensor,
-             cfg: TrainConfig, val: Split, test: Split, seed: int, weights: Any, targets: Any,
-             callback: Callable | None) -> dict[str, Any]:
-    """Train one seed, restore its best-val state, evaluate test once."""
-    torch.manual_seed(seed)
-    model = model_fn(seed)
-    keeper = _BestState(callback, seed)
-    t0 = time.perf_counter()
-    history = train_contrastive(model, train_images, train_text, replace(cfg, seed=seed),
-                                weights=weights, targets=targets, val=val, callback=keeper)
-    train_time = time.perf_counter() - t0
-    if keeper.state is None:
-        raise ValueError("no validation metrics were computed: need epochs >= 1")
-    model.load_state_dict(keeper.state)
-    val_metrics = next(h["val"] for h in history if h["epoch"] == keeper.best_epoch)
-    test_metrics = evaluate_val(model, test, max(cfg.batch_size, 256))
-    return {"seed": seed, "best_epoch": keeper.best_epoch, "val": val_metrics, "test": test_metrics,
-            "train_time_s": train_time, "history": history}
-
-
-def fit_and_evaluate(model_fn: Callable[[int], nn.Module], train_images: torch.Tensor,
-                     train_text: torch.Tensor, cfg: TrainConfig, val: Split, test: Split,
-                     seeds: Sequence[int] = (0, 1, 2), weights: Any = None, targets: Any = None,
-                     callback: Callable | None = None) -> dict[str, Any]:
-    """Train a fresh model per seed, choose its epoch on VAL, evaluate that state on TEST once.
-
-    Args:
-        model_fn: ``model_fn(seed)`` builds a fresh model.
-        train_images, train_text, weights, targets: as :func:`~mdw_kit.train.train_contrastive`.
-        cfg: training settings; ``cfg.seed`` is replaced by each seed.
-        val, test: ``(PairDataset split, text_emb)`` (or ``(pixels, text_emb, pair_image)``).
-        callback: forwarded ``callback(epoch, model, stats)``; stats also carry ``seed``.
-
-    The best epoch is the one of highest val R-sum (earliest on ties) among evaluated epochs.
-    Returns ``{"per_seed": [{seed, best_epoch, val, test, train_time_s, history}],
-    "mean": {...}, "sd": {...}, "best_epochs": [...]}`` with mean / sample sd of the test metrics.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> from mdw_kit.models.retrieval import ImageTower, RetrievalModel
-        >>> def make(seed):
-        ...     return RetrievalModel(ImageTower(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), 4), 8, 8)
-        >>> x, t = torch.rand(8, 3, 8, 8), torch.randn(8, 8)
-        >>> split = (x[:4], t[:4], torch.arange(4))
-        >>> r = fit_and_evaluate(make, x, t, TrainConfig(epochs=2, batch_size=4, device="cpu"),
-        ...                      split, split, seeds=(0,))
-        >>> r["sd"]["R-sum"], len(r["best_epochs"])
-        (0.0, 1)
-    """
-    if not seeds:
-        raise ValueError("fit_and_evaluate needs at least one seed")
-    per_seed = [_fit_one(model_fn, train_images, train_text, cfg, val, test, int(s), weights, targets,
-                         callback) for s in seeds]
-    mean, sd = summarize([r["test"] for r in per_seed])
-    return {"per_seed": per_seed, "mean": mean, "sd": sd,
-            "best_epochs": [r["best_epoch"] for r in per_seed]}
-
-
 __all__ = ["retrieval_metrics", "caption_groups", "embed_split", "embed_arrays", "evaluate_model", "evaluate_arrays",
-           "evaluate_val", "evaluate_ensemble", "fit_and_evaluate", "summarize", "format_table"]
+           "evaluate_val", "evaluate_ensemble", "summarize", "format_table"]
