@@ -119,13 +119,13 @@ def priority_order(settings: dict[str, Any]) -> list[tuple[float, str, int | Non
 def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) -> None:
     """Seconds per distillation iteration (MDW, smallest budget, 50% noise) next to one forward +
     backward of the image tower over the M synthetic images, to the pixels."""
-    from mdw_kit.distill.methods import distiller_for
+    from mdw_kit import stages
     budget = min(settings["budgets"])
     noise = 0.5 if 0.5 in settings["noise"] else settings["noise"][0]
     data = X.load_data(settings, noise)
     buf = X.ensure_buffers(root, settings, noise, data)["dual_track"]
     over = dict(settings["distill"], progress=False, checkpoint_every=0, save_maps_every=0, lr_init=0.01)
-    dist = distiller_for("mdw", data, budget, buf, over)
+    dist = stages.distiller(data, buf, method="mdw", budget=budget, config=over, preset={})
     dist.initialise()
     iters_s, backbone_s = [], []
     for it in range(1, iters + 1):

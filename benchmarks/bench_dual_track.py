@@ -39,7 +39,7 @@ from mdw_kit.evaluation.metrics import evaluate_ensemble, evaluate_val, format_t
 from mdw_kit.evaluation.protocol import fit_and_evaluate  # noqa: E402
 from mdw_kit.experts.dual_track import DualTrackConfig, DualTrackResult  # noqa: E402
 from mdw_kit.models import ModelConfig, set_flat  # noqa: E402
-from mdw_kit.pipeline import DataBundle  # noqa: E402
+from mdw_kit.data.bundle import DataBundle  # noqa: E402
 from mdw_kit.runs import save_tensors, write_json  # noqa: E402
 from mdw_kit.train import TrainConfig  # noqa: E402
 

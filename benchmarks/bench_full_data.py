@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from mdw_kit.evaluation.protocol import fit_and_evaluate  # noqa: E402
 from mdw_kit.evaluation.metrics import format_table  # noqa: E402
 from mdw_kit.models import ModelConfig  # noqa: E402
-from mdw_kit.pipeline import prepare_data  # noqa: E402
+from mdw_kit.data.bundle import prepare_data  # noqa: E402
 from mdw_kit.train import TrainConfig  # noqa: E402
 
 METRICS = ["TR@1", "TR@5", "TR@10", "IR@1", "IR@5", "IR@10", "R-sum"]

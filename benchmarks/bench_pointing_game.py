@@ -2,8 +2,9 @@
 
 The ``shapes`` source (1000 images, 32 px, 30% injected noise) has object boxes and captions
 that name the objects. For each seed: dual-track experts (one run, 12 epochs), 40 synthetic
-pairs distilled for 40 iterations with CEO on, maps saved every 10 iterations (exactly the
-configuration of notebook 04 in full mode, with the seed and the map method varied). A hit
+pairs distilled with MDW (starting among the predicted-clean pairs) for 40 iterations, maps saved
+every 10 iterations (the configuration of notebook 04 in full mode, with the seed and the map
+method varied; ``pointing_game.json`` was made when this set-up started from uniformly drawn pairs). A hit
 is a region-map peak inside the box of an object the image's top text names
 (:func:`mdw_kit.evaluation.pointing.distilled_pointing_game`); reported for the maps of the starting images
 (iteration 0) and of the final images, with chance (the boxes' area share) and the share of
@@ -33,16 +34,15 @@ def run_one(method: str, seed: int, lr_img: float, buffer, data, model_cfg, eval
             start_scores: dict) -> dict:
     """One distillation and its pointing game; ``start_scores`` caches the starting pairs' test
     R-sum by their indices (the same for every ``lr_img`` of a seed)."""
-    from mdw_kit.distill import DistillConfig, Distiller
+    import mdw_kit as mk
     from mdw_kit.evaluation.pointing import distilled_pointing_game
     from mdw_kit.evaluation.protocol import evaluate_distilled
 
     images = data.train.images[data.train.pair_image]
-    cfg = DistillConfig(num_pairs=40, iterations=40, syn_steps=5, segment_epochs=2, max_start_epoch=5,
-                        batch_syn=20, ceo_beta=0.5, ceo_every=5, ceo_method=method, save_maps_every=10,
-                        lr_img=lr_img, seed=seed, progress=False)
+    cfg = dict(iterations=40, syn_steps=5, segment_epochs=2, max_start_epoch=5, batch_syn=20, ceo_every=5,
+               ceo_method=method, save_maps_every=10, lr_img=lr_img, seed=seed, progress=False)
     t0 = time.perf_counter()
-    syn = Distiller(cfg, buffer, model_cfg, images, data.train_text).run()
+    syn = mk.distill(data, buffer, method="mdw", budget=40, config=cfg, preset={})
     seconds = time.perf_counter() - t0
     games = [distilled_pointing_game(syn, data.train, data.train_text, maps=m) for _, m in syn.map_history]
     first, last = games[0], games[-1]
@@ -85,26 +85,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from mdw_kit.experts.buffer import build_buffer
+    import mdw_kit as mk
     from mdw_kit.experts.dual_track import DualTrackConfig
-    from mdw_kit.models import ModelConfig
-    from mdw_kit.pipeline import prepare_data
 
     torch.set_num_threads(args.threads)
-    data = prepare_data("shapes", noise=0.3, source_options={"num_images": args.num_images, "image_size": 32})
+    data = mk.prepare_data("shapes", noise=0.3, options={"num_images": args.num_images, "image_size": 32},
+                           model="convnet3")
     try:
         expert_kw = json.loads(args.expert_config)
         expert_cfg = DualTrackConfig.from_dict({**expert_kw, "progress": False})
     except (ValueError, TypeError) as e:
         p.error(f"--expert-config: {e}")
-    model_cfg = ModelConfig(tower="convnet3", text_dim=data.text_dim, image_size=data.image_size)
-    images = data.train.images[data.train.pair_image]
+    model_cfg = data.model_config
     rows, t0, start_scores = [], time.perf_counter(), {}
     with tempfile.TemporaryDirectory(prefix="mdw-pointing-") as tmp:
-        buffer = build_buffer(tmp, model_cfg, images, data.train_text,
-                              expert_cfg,
-                              num_runs=1, data_fingerprint=data.fingerprint(),
-                              text_encoder_name=data.encoder_name, clean=data.train.clean)
+        buffer = mk.build_buffer(data, tmp, expert_cfg, runs=1, progress=False)
         buffer_auroc = buffer.consensus.summary()["auroc"]
         print(f"expert noise detection AUROC {buffer_auroc:.3f}", flush=True)
         for method in args.methods:

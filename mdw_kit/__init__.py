@@ -30,10 +30,10 @@ from mdw_kit.experts.dual_track import DualTrackConfig
 from mdw_kit.experts.report import NoiseReport
 from mdw_kit.features import FeatureCache
 from mdw_kit.models import ModelConfig
-from mdw_kit.pipeline import DataBundle
+from mdw_kit.data.bundle import DataBundle
 from mdw_kit.presets import list_presets, load_preset
-from mdw_kit.stages import (build_buffer, dual_track_config, export, model_config, noise_report, prepare_data,
-                            run_method)
+from mdw_kit.stages import (build_buffer, distiller, dual_track_config, export, model_config, noise_report,
+                            prepare_data, run_method)
 from mdw_kit.train import TrainConfig
 
 
@@ -49,7 +49,7 @@ _distill_pkg.__stage__ = stages.distill
 distill = _sys.modules["mdw_kit.distill"]
 evaluate = stages.evaluate
 
-__all__ = ["prepare_data", "noise_report", "build_buffer", "distill", "evaluate", "run_method", "export",
+__all__ = ["prepare_data", "noise_report", "build_buffer", "distiller", "distill", "evaluate", "run_method", "export",
            "model_config", "dual_track_config", "load_preset", "list_presets", "DataBundle", "NoiseReport",
            "ExpertBuffer", "load_buffer", "DistilledSet", "DistillConfig", "DualTrackConfig", "EvalConfig",
            "TrainConfig", "ModelConfig", "FeatureCache", "METHODS", "get_method", "stages"]

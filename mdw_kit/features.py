@@ -5,7 +5,7 @@ heads, ``"last_block"`` the last block too), the frozen part's output for a real
 changes. :class:`FeatureCache` computes it once per (pixels, tower, weights file, image size,
 ``train_layers``, tower options) and keeps it on disk as safetensors under
 ``cache_dir("features")``, keyed by content; :func:`with_features` attaches the features to a
-:class:`~mdw_kit.pipeline.DataBundle` so expert training, noise scoring, coresets and every
+:class:`~mdw_kit.data.bundle.DataBundle` so expert training, noise scoring, coresets and every
 evaluation on real images train the trainable part on cached features
 (:class:`~mdw_kit.models.retrieval.StemFeatures`). Distillation still backpropagates through
 the frozen backbone to the synthetic pixels; a synthetic set's images go through it once per
@@ -194,7 +194,7 @@ def with_features(bundle: Any, model_cfg: Any, cache: FeatureCache | None = None
     Example:
         >>> import tempfile
         >>> from mdw_kit.models import ModelConfig
-        >>> from mdw_kit.pipeline import prepare_data
+        >>> from mdw_kit.data.bundle import prepare_data
         >>> b = prepare_data("shapes", source_options={"num_images": 12, "image_size": 32}, encoder="hash")
         >>> mc = ModelConfig(tower="efficientnet_lite0", text_dim=b.text_dim, image_size=32, train_layers="none")
         >>> fb = with_features(b, mc, FeatureCache(tempfile.mkdtemp()))

@@ -1,119 +1,20 @@
-"""Glue shared by the CLI, the notebooks and the benchmarks: data bundles and full-data runs.
+"""The main job: :class:`PipelineConfig` (a preset plus overrides) and :func:`run_pipeline`, which runs
+every stage through :mod:`mdw_kit.stages` and writes the run folder, its table and its HTML report.
 
-Example:
-    >>> b = prepare_data("shapes", noise=0.2, source_options={"num_images": 60}, encoder="hash")
-    >>> b.train.noise_known, b.train_text.shape[0] == len(b.train)
-    (True, True)
+``DataBundle`` and the raw loader ``prepare_data`` live in :mod:`mdw_kit.data.bundle` (they are
+importable from here too).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
-from .data import PairDataset, inject_noise, load_source
-from .data.noise import noise_record
+from .data.bundle import DataBundle, HashTextEncoder, get_text_encoder, prepare_data, save_data_record  # noqa: F401
 from .runs import RunDir
-
-
-@dataclass
-class DataBundle:
-    """A dataset with noise injected, its splits and the frozen caption embeddings of each split."""
-
-    full: PairDataset
-    train: PairDataset
-    val: PairDataset
-    test: PairDataset
-    train_text: torch.Tensor
-    val_text: torch.Tensor
-    test_text: torch.Tensor
-    encoder_name: str
-    info: dict[str, Any] = field(default_factory=dict)
-    model_config: Any = None  # the ModelConfig the stages train (set by mdw_kit.stages.prepare_data)
-
-    @property
-    def text_dim(self) -> int:
-        return int(self.train_text.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        return self.full.image_size
-
-    def val_split(self):
-        """``(PairDataset, text_emb)`` of val, as the training and evaluation functions take it."""
-        return (self.val, self.val_text)
-
-    def test_split(self):
-        return (self.test, self.test_text)
-
-    def fingerprint(self) -> str:
-        """Data + noise + encoder: what an expert buffer was trained on."""
-        h = hashlib.sha256(f"{self.full.fingerprint()}|{self.encoder_name}".encode())
-        return h.hexdigest()[:16]
-
-
-class HashTextEncoder:
-    """A deterministic bag-of-words hashing encoder: no model, for unit tests and quick demos.
-
-    Words map to fixed random vectors (seeded by the word); a caption is their normalised mean.
-    """
-
-    def __init__(self, dim: int = 128):
-        self.dim, self.name = dim, f"hash-{dim}"
-
-    def encode(self, texts, batch_size: int = 256, show_progress=None) -> torch.Tensor:
-        out = torch.zeros(len(texts), self.dim)
-        for i, t in enumerate(texts):
-            words = t.lower().replace(",", " ").split()
-            for w in words:
-                seed = int(hashlib.md5(w.encode()).hexdigest()[:8], 16)
-                out[i] += torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
-            out[i] /= max(len(words), 1)
-        return torch.nn.functional.normalize(out, dim=-1)
-
-
-def get_text_encoder(name: str):
-    """``"hash"`` (no model) or any name :func:`mdw_kit.models.build_text_encoder` knows."""
-    if name == "hash":
-        return HashTextEncoder()
-    from .models import build_text_encoder
-    return build_text_encoder(name)
-
-
-def prepare_data(source: str = "openmoji", noise: float = 0.0, noise_seed: int = 0,
-                 source_options: dict[str, Any] | None = None, encoder: str = "minilm") -> DataBundle:
-    """Load a source, inject caption noise into its train split, embed every caption (cached)."""
-    t0 = time.time()
-    ds = load_source(source, **(source_options or {}))
-    ds = inject_noise(ds, noise, noise_seed)
-    enc = get_text_encoder(encoder)
-    if isinstance(enc, HashTextEncoder):
-        emb = enc.encode(ds.captions)
-    else:
-        from .models import embed_captions
-        emb = embed_captions(enc, ds.captions)
-    parts = {}
-    split = ds.pair_split
-    for s in ("train", "val", "test"):
-        idx = torch.as_tensor((split == s).nonzero()[0])
-        parts[s] = (ds.split(s), emb[idx])
-    info = {"source": source, "source_options": source_options or {}, "noise": noise,
-            "noise_seed": noise_seed, "encoder": enc.name,
-            "train_noise_rate": round(parts["train"][0].noise_rate, 4), "prepare_time_s": round(time.time() - t0, 2),
-            **ds.summary()}
-    return DataBundle(ds, parts["train"][0], parts["val"][0], parts["test"][0], parts["train"][1],
-                      parts["val"][1], parts["test"][1], enc.name, info)
-
-
-def save_data_record(run: RunDir, bundle: DataBundle) -> None:
-    """Write the data summary and the noise permutation (ground truth) into the run folder."""
-    run.write_json("data.json", bundle.info)
-    run.write_json("noise.json", noise_record(bundle.full))
 
 
 # ---------------------------------------------------------------------------------- pipeline
@@ -241,9 +142,7 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
     report.save(run.path)
     budget = p["distill"]["budget"]
     _say(run, t_start, f"[3/5] MDW distillation: {budget} pairs, {p['distill']['config']['iterations']} iterations")
-    from .distill.methods import distiller_for
-    dist = distiller_for(p["distill"].get("method", "mdw"), data, budget, buf, p["distill"]["config"],
-                         Path(run.path) / "distill")
+    dist = stages.distiller(data, buf, run_dir=Path(run.path) / "distill", preset=p)
     syn = dist.run()
     run.write_json("distill/history.json", dist.history)
     _say(run, t_start, f"[4/5] evaluation: fresh models on MDW and {len(p['baselines'])} baselines, "

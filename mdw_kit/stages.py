@@ -1,7 +1,7 @@
 """The stage API: one public function per stage, the way every caller goes through the pipeline.
 
 ``prepare_data`` -> ``noise_report`` / ``build_buffer`` -> ``distill`` -> ``evaluate`` -> ``export``.
-Each takes the :class:`~mdw_kit.pipeline.DataBundle` that :func:`prepare_data` returns: it
+Each takes the :class:`~mdw_kit.data.bundle.DataBundle` that :func:`prepare_data` returns: it
 carries the model configuration and, for a frozen pretrained backbone (the default regime,
 EfficientNet-Lite0 with ImageNet weights), the cached backbone features of every real image
 (:mod:`mdw_kit.features`), so expert training, noise scoring, coresets and evaluation train
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from mdw_kit.presets import load_preset, model_section
 
-__all__ = ["prepare_data", "model_config", "dual_track_config", "noise_report", "build_buffer", "distill",
+__all__ = ["prepare_data", "model_config", "dual_track_config", "noise_report", "build_buffer", "distiller", "distill",
            "evaluate", "run_method", "export"]
 
 
@@ -41,7 +41,7 @@ def model_config(data: Any, model: Any = None, preset: str | Mapping[str, Any] |
     name) over the preset's ``model`` section, at the data's image size and text dimension.
 
     Example:
-        >>> from mdw_kit.pipeline import prepare_data as raw
+        >>> from mdw_kit.data.bundle import prepare_data as raw
         >>> d = raw("shapes", source_options={"num_images": 12, "image_size": 32}, encoder="hash")
         >>> model_config(d, "convnet3").tower, model_config(d).train_layers
         ('convnet3', 'none')
@@ -65,11 +65,11 @@ def prepare_data(source: str | None = None, noise: float | None = None, *, optio
     """Load a source, inject caption noise into its training split, embed the captions, cache the
     frozen backbone's features; the preset's ``data`` and ``model`` sections fill what is not given.
 
-    Returns a :class:`~mdw_kit.pipeline.DataBundle` whose ``model_config`` every later stage uses.
+    Returns a :class:`~mdw_kit.data.bundle.DataBundle` whose ``model_config`` every later stage uses.
     ``features=False`` keeps pixels only (the backbone then runs on every batch).
     """
     from mdw_kit.features import with_features
-    from mdw_kit.pipeline import prepare_data as _load
+    from mdw_kit.data.bundle import prepare_data as _load
     p = _preset(preset)
     d = p.get("data", {})
     if source is not None and source != d.get("source"):
@@ -96,20 +96,27 @@ def dual_track_config(config: Any = None, preset: str | Mapping[str, Any] | None
 
 
 def noise_report(data: Any, config: Any = None, *, run_dir: str | Path | None = None,
-                 preset: str | Mapping[str, Any] | None = None, with_result: bool = False) -> Any:
+                 preset: str | Mapping[str, Any] | None = None, with_result: bool = False, naive: bool = False,
+                 validate: bool = True, callback: Callable | None = None,
+                 epoch_callback: Callable | None = None) -> Any:
     """Stage 1 on its own: dual-track training on the noisy training pairs; the :class:`NoiseReport`
     (per-pair clean probability, noise score, flags, detection metrics where the noise is known).
 
     Pairs of one image (several captions) are not each other's negatives when scored. With
     ``run_dir`` the report and the per-epoch detection are saved there. ``with_result=True``
     returns ``(report, DualTrackResult)`` (the tracks' states, per-epoch detection, timings).
+    ``naive=True`` trains one plain track instead (the comparison without noise handling);
+    ``validate=False`` skips the per-epoch validation R-sum. ``callback(track, epoch, model,
+    stats)`` and ``epoch_callback(epoch, detection)`` feed a live monitor
+    (:class:`widgets.TrainingMonitor`).
     """
     from mdw_kit.experts.dual_track import train_dual_track
-    cfg = dual_track_config(config, preset)
+    cfg = dual_track_config(config, preset, naive=naive)
     mc = data.model_config
     res = train_dual_track(lambda s: mc.build(), data.train.pair_inputs(), data.train_text, cfg,
-                           clean=data.train.clean if data.train.noise_known else None, val=data.val_split(),
-                           groups=data.train.pair_image)
+                           clean=data.train.clean if data.train.noise_known else None,
+                           val=data.val_split() if validate else None, groups=data.train.pair_image,
+                           callback=callback, epoch_callback=epoch_callback)
     rep = res.report(captions=data.train.captions,
                      image_ids=[data.train.image_ids[int(i)] for i in data.train.pair_image],
                      meta={"data_fingerprint": data.fingerprint(), "epochs": cfg.epochs})
@@ -141,22 +148,31 @@ def _distill_overrides(config: Mapping[str, Any] | None, preset: dict[str, Any])
     return {**preset.get("distill", {}).get("config", {}), **dict(config or {})}
 
 
+def distiller(data: Any, buffer: Any, *, method: str | None = None, budget: int | None = None,
+              config: Mapping[str, Any] | None = None, run_dir: str | Path | None = None,
+              preset: str | Mapping[str, Any] | None = None, callback: Callable | None = None) -> Any:
+    """The :class:`~mdw_kit.distill.Distiller` that :func:`distill` runs, not run yet: for step-by-step
+    control (``initialise``, ``step``), its ``history`` and ``summary()`` after ``run()``, or a live
+    monitor (``callback(iteration, stats)``). Arguments as :func:`distill`."""
+    from mdw_kit.distill.methods import distiller_for
+    p = _preset(preset)
+    d = p.get("distill", {})
+    return distiller_for(method or d.get("method", "mdw"), data, int(budget or d.get("budget", 100)), buffer,
+                         _distill_overrides(config, p), run_dir, callback=callback)
+
+
 def distill(data: Any, buffer: Any, *, method: str | None = None, budget: int | None = None,
             config: Mapping[str, Any] | None = None, run_dir: str | Path | None = None,
-            preset: str | Mapping[str, Any] | None = None) -> Any:
+            preset: str | Mapping[str, Any] | None = None, callback: Callable | None = None) -> Any:
     """Stages 2-4: distil ``budget`` synthetic pairs with ``method`` (``"mdw"`` or an ablation /
     baseline of :data:`~mdw_kit.distill.methods.METHODS`) from ``buffer``; the :class:`DistilledSet`.
 
     ``config`` holds :class:`~mdw_kit.distill.DistillConfig` fields over the preset's. With
     ``run_dir`` the run checkpoints (a killed run resumes) and saves the set in
-    ``run_dir/artifacts/distilled``.
+    ``run_dir/artifacts/distilled``. ``callback(iteration, stats)`` feeds a live monitor.
     """
-    from mdw_kit.distill.methods import distiller_for
-    p = _preset(preset)
-    d = p.get("distill", {})
-    dist = distiller_for(method or d.get("method", "mdw"), data, int(budget or d.get("budget", 100)), buffer,
-                         _distill_overrides(config, p), run_dir)
-    return dist.run()
+    return distiller(data, buffer, method=method, budget=budget, config=config, run_dir=run_dir, preset=preset,
+                     callback=callback).run()
 
 
 def evaluate(what: Any, data: Any, *, seeds: Sequence[int] | None = None, config: Any = None,

@@ -8,7 +8,7 @@ from mdw_kit.evaluation.protocol import evaluate_distilled
 from mdw_kit.features import FeatureCache, feature_key, has_frozen_stem, stem_features, with_features
 from mdw_kit.models import ModelConfig
 from mdw_kit.models.retrieval import ImageTower, StemFeatures, get_flat
-from mdw_kit.pipeline import prepare_data
+from mdw_kit.data.bundle import prepare_data
 from mdw_kit.train import TrainConfig, train_contrastive
 
 SIZE = 32

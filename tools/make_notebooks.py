@@ -159,7 +159,7 @@ pd.DataFrame([folder.summary(), karpathy.summary()], index=["hf imagefolder", "k
 '''),
     code('''
 # The loaded pairs: any of these datasets goes wherever `moji` went above (inject_noise, the gallery,
-# and mdw_kit.pipeline.prepare_data("hf", source_options={"path": ...}) in the next notebooks).
+# and mdw_kit.data.bundle.prepare_data("hf", source_options={"path": ...}) in the next notebooks).
 show_static(viz.plot_pairs(folder.images[folder.pair_image[:4]], folder.captions[:4], ncols=4));
 '''),
     code(FOOTER),
@@ -188,7 +188,7 @@ distillation (notebook 03) imitates, so experts that did not memorise the noise 
     code('''
 import tempfile
 import mdw_kit as mk
-from mdw_kit.experts.dual_track import DualTrackConfig, summarize_detection, train_dual_track
+from mdw_kit.experts.dual_track import DualTrackConfig, summarize_detection
 from widgets import NoiseExplorer, TrainingMonitor
 
 # The default regime: openmoji at 64 px with 50% caption noise, EfficientNet-Lite0 (ImageNet weights,
@@ -213,13 +213,11 @@ the mixture's clean probability, which is exactly 0 or 1 for many pairs.
     code('''
 monitor = TrainingMonitor.for_dual_track()
 monitor.show(static=False)
-res = train_dual_track(lambda seed: model_cfg.build(), inputs, data.train_text, cfg,
-                       clean=data.train.clean, val=data.val_split(),
-                       callback=monitor.callback, epoch_callback=monitor.callback)
+report, res = mk.noise_report(data, cfg, with_result=True,
+                              callback=monitor.callback, epoch_callback=monitor.callback)
 monitor.snapshot();   # the final curves become the picture a saved or exported copy keeps
 '''),
     code('''
-report = res.report(captions=data.train.captions)
 det = summarize_detection(res)
 pd.DataFrame({stage: {k: det[stage]["consensus"][k] for k in ("auroc", "precision", "recall", "f1")}
               for stage in ("warmup", "final")}).round(3)
@@ -292,9 +290,8 @@ of openmoji at 50% noise over 12 epochs the benchmark (`benchmarks/results/dual_
 main gain is the experts, not the flags.
 '''),
     code('''
-naive = train_dual_track(lambda seed: model_cfg.build(), inputs, data.train_text,
-                         DualTrackConfig(**{**cfg.to_dict(), "naive": True, "progress": False}),
-                         clean=data.train.clean)
+_, naive = mk.noise_report(data, DualTrackConfig(**{**cfg.to_dict(), "progress": False}), naive=True,
+                           validate=False, with_result=True)
 rows = {"dual-track": summarize_detection(res)["final"]["consensus"],
         "naive": summarize_detection(naive)["final"]["consensus"]}
 gap = rows["dual-track"]["auroc"] - rows["naive"]["auroc"]
@@ -350,7 +347,6 @@ learn the noise.
     code('''
 import tempfile
 import mdw_kit as mk
-from mdw_kit.distill import DistillConfig, Distiller
 from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled
 from mdw_kit.distill.methods import train_pairs
 from mdw_kit import viz
@@ -386,10 +382,10 @@ closer than its starting point, and above 1 it overshot. The `total` curve is th
 a student that stays put, lower is better.
 '''),
     code('''
-dcfg = DistillConfig(num_pairs=M, iterations=4 if SMOKE else 50, syn_steps=3 if SMOKE else 5,
-                     segment_epochs=1 if SMOKE else 2, max_start_epoch=2 if SMOKE else 6,
-                     batch_syn=8 if SMOKE else 25, lr_init=0.01 if SMOKE else None,
-                     ceo_every=2 if SMOKE else 25, save_maps_every=0)
+dcfg = dict(iterations=4 if SMOKE else 50, syn_steps=3 if SMOKE else 5,
+            segment_epochs=1 if SMOKE else 2, max_start_epoch=2 if SMOKE else 6,
+            batch_syn=8 if SMOKE else 25, lr_init=0.01 if SMOKE else None,
+            ceo_every=2 if SMOKE else 25, save_maps_every=0, progress=False)
 # CEO region maps cost about 10 s each (50 images, 64 px, one thread) against about 1 s per iteration,
 # so they are refreshed every 25 iterations here; this notebook does not show them, so none are saved.
 quick = EvalConfig(epochs=5 if SMOKE else 30, eval_every=5 if SMOKE else 10)
@@ -401,7 +397,7 @@ def val_rsum():
 
 monitor = TrainingMonitor.for_distillation(evaluate=val_rsum, evaluate_every=4 if SMOKE else 25)
 monitor.show(static=False)
-distiller = Distiller(dcfg, buffer, model_cfg, pixels, data.train_text, callback=monitor.callback)
+distiller = mk.distiller(data, buffer, method="mdw", budget=M, config=dcfg, callback=monitor.callback)
 syn = distiller.run()
 monitor.snapshot()
 summary = distiller.summary()
@@ -485,38 +481,33 @@ have boxes, so we can check that the maps land on the objects the text names.
     code(SETUP),
     code('''
 import tempfile
-from mdw_kit.pipeline import prepare_data
-from mdw_kit.models import ModelConfig
+import mdw_kit as mk
 from mdw_kit.experts.dual_track import DualTrackConfig
-from mdw_kit.experts.buffer import build_buffer
-from mdw_kit.distill import DistillConfig, Distiller
 from mdw_kit import viz
 from mdw_kit.evaluation.pointing import distilled_pointing_game
 from widgets import CorrespondenceHeatmap, RegionViewer, TrainingMonitor
 
-data = prepare_data("shapes", noise=0.3, source_options={"num_images": 150 if SMOKE else 1000, "image_size": 32})
-model_cfg = ModelConfig(tower="convnet3", text_dim=data.text_dim, image_size=data.image_size)
+data = mk.prepare_data("shapes", noise=0.3, options={"num_images": 150 if SMOKE else 1000, "image_size": 32},
+                       model="convnet3")
 images = data.train.images[data.train.pair_image]
 # Small batches: shapes captions differ only in a few words, and with batches of 64 the experts
 # learn too slowly to tell the mismatched pairs apart (detection AUROC about 0.55 after 8 epochs;
 # about 0.97 with these settings), so a quarter of the starting pairs would be mismatched.
 experts = DualTrackConfig(epochs=3 if SMOKE else 12, warmup_epochs=1 if SMOKE else 4,
                           batch_size=32 if SMOKE else 16)
-buffer = build_buffer(tempfile.mkdtemp(prefix="mdw-nb04-"), model_cfg, images, data.train_text, experts,
-                      num_runs=1, data_fingerprint=data.fingerprint(), text_encoder_name=data.encoder_name,
-                      clean=data.train.clean, progress=False)
+buffer = mk.build_buffer(data, tempfile.mkdtemp(prefix="mdw-nb04-"), experts, runs=1, progress=False)
 '''),
     code('''
-dcfg = DistillConfig(num_pairs=16 if SMOKE else 40, iterations=6 if SMOKE else 40,
-                     syn_steps=3 if SMOKE else 5, segment_epochs=1 if SMOKE else 2,
-                     max_start_epoch=2 if SMOKE else 5, batch_syn=8 if SMOKE else 20,
-                     lr_init=0.01 if SMOKE else None, ceo_beta=0.5, ceo_every=6 if SMOKE else 5,
-                     ceo_method="occlusion", lr_img=0.0025,
-                     save_maps_every=3 if SMOKE else 10)   # occlusion maps are the slow part: fewer in smoke mode
+dcfg = dict(iterations=6 if SMOKE else 40,
+            syn_steps=3 if SMOKE else 5, segment_epochs=1 if SMOKE else 2,
+            max_start_epoch=2 if SMOKE else 5, batch_syn=8 if SMOKE else 20,
+            lr_init=0.01 if SMOKE else None, ceo_every=6 if SMOKE else 5,
+            ceo_method="occlusion", lr_img=0.0025, progress=False,
+            save_maps_every=3 if SMOKE else 10)   # occlusion maps are the slow part: fewer in smoke mode
 print(f"expert noise detection AUROC {buffer.consensus.summary()['auroc']:.3f}")
 monitor = TrainingMonitor.for_distillation()      # matching loss and learned rates (no evaluation here)
 monitor.show(static=False)
-syn = Distiller(dcfg, buffer, model_cfg, images, data.train_text, callback=monitor.callback).run()
+syn = mk.distill(data, buffer, method="mdw", budget=16 if SMOKE else 40, config=dcfg, callback=monitor.callback)
 monitor.snapshot()
 print("region maps saved at iterations", [it for it, _ in syn.map_history])
 '''),

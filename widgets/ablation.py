@@ -1,7 +1,7 @@
 """AblationPanel: pick a method, its ablation switches, a budget and a noise rate; run it in the kernel.
 
 Each run is a small configuration run by ``run_fn`` (by default a
-:class:`MethodRunner` over :func:`mdw_kit.distill.methods.run_method`); its result
+:class:`MethodRunner` over :func:`mdw_kit.stages.run_method`); its result
 joins a table and a bar plot, so switching one part of MDW off at a time shows
 what that part contributes.
 
@@ -66,7 +66,7 @@ def switchable_methods(registry: Mapping[str, Any]) -> set[str]:
 
 
 class MethodRunner:
-    """Runs registered methods (:func:`mdw_kit.distill.methods.run_method`) for the panel.
+    """Runs registered methods (:func:`mdw_kit.stages.run_method`) for the panel.
 
     Keeps one data bundle and the expert buffers it needs per noise rate, so a second run at the
     same rate reuses them. Sizes come from the arguments: keep them small, runs happen in the kernel.
@@ -118,18 +118,12 @@ class MethodRunner:
         """The ``"dual_track"`` or ``"naive"`` expert buffer at ``noise_rate`` (trained once)."""
         key = (round(float(noise_rate), 4), kind)
         if key not in self._buffers:
-            from dataclasses import replace
             from pathlib import Path
-            from mdw_kit.distill.methods import train_pairs
-            from mdw_kit.experts.buffer import build_buffer
-            data = self.data(noise_rate)
-            images, text = train_pairs(data)
-            mc = data.model_config
-            cfg = replace(self.dual_track, naive=kind == "naive")
-            self._buffers[key] = build_buffer(
-                Path(self.workdir) / f"buffer-{key[0]}-{kind}", mc, images, text, cfg, self.num_runs,
-                data.fingerprint(), data.encoder_name, noise={"rate": key[0]}, clean=data.train.clean,
-                progress=False)
+
+            from mdw_kit.stages import build_buffer
+            self._buffers[key] = build_buffer(self.data(noise_rate), Path(self.workdir) / f"buffer-{key[0]}-{kind}",
+                                              self.dual_track, runs=self.num_runs, naive=kind == "naive",
+                                              preset=self.preset, progress=False)
         return self._buffers[key]
 
     def _needed(self, name: str) -> list[str]:
@@ -141,7 +135,7 @@ class MethodRunner:
     def __call__(self, method: str, budget: int, noise_rate: float, callback: Callable | None = None,
                  **switches: bool) -> dict[str, Any]:
         """Run ``method`` (with ``switches`` off turned into its ablation) and return flat metrics."""
-        from mdw_kit.distill.methods import run_method
+        from mdw_kit.stages import run_method
         name = resolve_method(method, switches, self.registry) if method in switchable_methods(self.registry) \
             else method
         if callback is not None:
@@ -150,8 +144,8 @@ class MethodRunner:
         if callback is not None:
             callback(f"running {name}", None)
         data = self.data(noise_rate)
-        r = run_method(name, data, budget, buffers=buffers, distill=self.distill,
-                       eval_cfg=self.eval_cfg, seeds=self.seeds, model_cfg=data.model_config)
+        r = run_method(name, data, budget, buffers, distill_config=self.distill, eval_config=self.eval_cfg,
+                       seeds=self.seeds, preset=self.preset)
         out = {"run": name, "description": self.describe(name),
                **{k: r["mean"][k] for k in ("R-sum", "TR@1", "IR@1") if k in r["mean"]}}
         if len(self.seeds) > 1:

@@ -177,7 +177,7 @@ def model_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bundle(args: argparse.Namespace, features: bool = True) -> Any:
-    """The :class:`~mdw_kit.pipeline.DataBundle` the flags describe, through the stage API
+    """The :class:`~mdw_kit.data.bundle.DataBundle` the flags describe, through the stage API
     (``features=False``: no backbone features, for commands that only look at the data)."""
     import mdw_kit as mk
     data = mk.prepare_data(args.source, args.noise, options=parse_options(args.option),
@@ -252,7 +252,7 @@ def close_logs() -> None:
 
 def save_data_record(run: RunDir, data: Any) -> None:
     """``data.json`` (summary, skipped rows, leakage), ``noise.json`` and ``skipped_rows.csv`` in the run."""
-    from mdw_kit.pipeline import save_data_record as _save
+    from mdw_kit.data.bundle import save_data_record as _save
     _save(run, data)
     skipped = data.full.meta.get("skipped") or []
     if skipped:

@@ -13,7 +13,8 @@ from .noise import apply_noise_record, inject_noise, noise_record
 from .openmoji import load_openmoji
 from .shapes import make_shapes
 from .sources import SOURCES, from_lists, list_sources, load_source, source_options
+from .bundle import DataBundle, prepare_data  # noqa: E402  (after the sources it loads)
 
-__all__ = ["PairDataset", "DataError", "SPLITS", "load_source", "list_sources", "source_options", "SOURCES",
+__all__ = ["DataBundle", "prepare_data", "PairDataset", "DataError", "SPLITS", "load_source", "list_sources", "source_options", "SOURCES",
            "from_lists", "inject_noise", "noise_record", "apply_noise_record", "load_openmoji", "make_shapes",
            "load_karpathy", "load_hf"]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from collections import defaultdict
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -204,7 +205,6 @@ class PairDataset:
         ``{split}_repeated_text_pairs`` counts the pairs whose caption text another pair of the
         split also carries (retrieval counts such texts as one candidate).
         """
-        from .checks import repeated_texts
         ps = self.pair_split
         train = ps == "train"
         out: dict[str, Any] = {"source": self.meta.get("source"), "image_size": self.image_size,
@@ -224,3 +224,21 @@ class PairDataset:
         return (f"PairDataset(source={s['source']!r}, images={s['images']}, pairs={s['pairs']}, "
                 f"size={s['image_size']}px, train/val/test pairs={s['train_pairs']}/{s['val_pairs']}/"
                 f"{s['test_pairs']}, train noise={s['train_noise_rate']:.2f})")
+
+
+def repeated_texts(captions: Sequence[str], pair_split: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per split: ``pairs`` whose caption text another pair of the split carries, and how many ``texts``.
+
+    Example:
+        >>> repeated_texts(["a", "b", "a", "a"], ["train", "train", "test", "test"])["test"]
+        {'pairs': 2, 'texts': 1}
+    """
+    out = {}
+    for s in SPLITS:
+        counts: dict[str, int] = defaultdict(int)
+        for c, ps in zip(captions, pair_split):
+            if ps == s:
+                counts[c] += 1
+        rep = [n for n in counts.values() if n > 1]
+        out[s] = {"pairs": int(sum(rep)), "texts": len(rep)}
+    return out

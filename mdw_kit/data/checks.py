@@ -22,7 +22,7 @@ import warnings
 from collections import defaultdict
 from typing import Any, Sequence
 
-from .base import SPLITS, DataError
+from .base import SPLITS, DataError, repeated_texts  # noqa: F401  (re-exported)
 
 
 def digest(data: bytes) -> str:
@@ -113,21 +113,3 @@ def warn_duplicates(dups: dict[str, int], source: str) -> None:
         warnings.warn(f"{source}: {dups['images']} image(s) repeat an earlier image of their split (identical "
                       f"bytes) and {dups['pairs']} pair(s) repeat an earlier image-caption pair "
                       "(see meta['duplicates'])", stacklevel=3)
-
-
-def repeated_texts(captions: Sequence[str], pair_split: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Per split: ``pairs`` whose caption text another pair of the split carries, and how many ``texts``.
-
-    Example:
-        >>> repeated_texts(["a", "b", "a", "a"], ["train", "train", "test", "test"])["test"]
-        {'pairs': 2, 'texts': 1}
-    """
-    out = {}
-    for s in SPLITS:
-        counts: dict[str, int] = defaultdict(int)
-        for c, ps in zip(captions, pair_split):
-            if ps == s:
-                counts[c] += 1
-        rep = [n for n in counts.values() if n > 1]
-        out[s] = {"pairs": int(sum(rep)), "texts": len(rep)}
-    return out

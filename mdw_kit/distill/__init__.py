@@ -5,7 +5,9 @@
 - :mod:`~mdw_kit.distill.init`: stage 2, :func:`select_initial_pairs`.
 - :mod:`~mdw_kit.distill.matching`: stage 3, :func:`match_loss` (unrolled or constant-memory gradients).
 - :mod:`~mdw_kit.distill.ceo`: stage 4, :func:`region_maps` and :func:`modulate_pixel_grad`.
-- :mod:`~mdw_kit.distill.distiller`: :class:`DistillConfig` and :class:`Distiller` (the loop).
+- :mod:`~mdw_kit.distill.distiller`: :class:`DistillConfig` and :class:`Distiller` (the loop), with
+  :mod:`~mdw_kit.distill.checkpoint` (checkpoint and resume) and :mod:`~mdw_kit.distill.selection`
+  (selection on validation).
 
 Example:
     >>> from mdw_kit.distill import make_correspondence

@@ -19,14 +19,14 @@ the iteration's stats), and recovered from by reverting to the last good state
 and halving the image and text step sizes; after ``max_recoveries`` the run
 stops with :class:`FloatingPointError`. Nothing bad is silently continued.
 
-Selection on validation (``select_every > 0``, off by default): the set is scored at the
+Selection on validation (``select_every > 0``, off by default; :mod:`mdw_kit.distill.selection`): the set is scored at the
 start, every ``select_every`` iterations and at the end by the best validation R-sum of fresh
 models trained on it (:meth:`Distiller.validation_rsum`), and the best check is returned (the
 start included). The scores are in the history (``"val/R-sum"``), the summary and the set's
 ``meta["selection"]``; the best copy travels with the checkpoint, so a resumed run selects as
 an uninterrupted one.
 
-Resume: with a ``run_dir``, ``checkpoints/distill.safetensors`` (distilled set,
+Resume (:mod:`mdw_kit.distill.checkpoint`): with a ``run_dir``, ``checkpoints/distill.safetensors`` (distilled set,
 optimiser state, RNG state, CEO maps; JSON header with iteration, step sizes and
 history) is written atomically every ``checkpoint_every`` iterations; a new
 :class:`Distiller` on the same folder continues from it, so a kill loses at most
@@ -52,7 +52,6 @@ import copy
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -67,14 +66,14 @@ from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
 from mdw_kit.distill.matching import MODES, calibrate_lr, match_loss, sample_batches, tower_groups
 from mdw_kit.distill.synthetic import LR_GROUPS, DistilledSet
 from mdw_kit.config import ConfigMixin
+from mdw_kit.distill.checkpoint import CHECKPOINT, RESUMABLE_CHANGES, CheckpointResume  # noqa: F401
+from mdw_kit.distill.selection import ValidationSelection
 from mdw_kit.runs import ArtifactError, RunDir
 from mdw_kit.utils import pick_device, progress
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoints/distill.safetensors"
 ARTIFACT = "artifacts/distilled"
 # Config fields a resumed run may change (they do not alter the result of the iterations done).
-RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "device", "progress", "max_recoveries")
 
 
 @dataclass
@@ -270,7 +269,7 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-class Distiller:
+class Distiller(CheckpointResume, ValidationSelection):
     """Runs MDW distillation; see the module docstring.
 
     Args:
@@ -520,67 +519,6 @@ class Distiller:
             raise FloatingPointError(f"distillation gave up after {self.recoveries} recoveries; last: {msg}")
         return msg
 
-    # ------------------------------------------------------------ selection on validation
-    def validation_rsum(self) -> float:
-        """Mean best validation R-sum of ``select_seeds`` fresh models trained on the current set."""
-        from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled
-        model_cfg = self._model_config_dict()
-        if model_cfg is None:
-            raise ValueError("selection on validation needs a model config (pass model_cfg, not a bare module)")
-        ecfg = EvalConfig(epochs=self.cfg.select_epochs, eval_every=max(1, self.cfg.select_epochs // 15),
-                          device=str(self.device))
-        seeds = list(range(self.cfg.select_seeds))
-        return float(evaluate_distilled(self.syn, model_cfg, self.val, self.val, seeds=seeds, cfg=ecfg)
-                     ["val_mean"]["R-sum"])
-
-    def _select(self, it: int) -> float:
-        """Score the current set (and, with ``select_start_pairs``, its start-pairs variant: the
-        current ``P~`` and rates on the starting pixels and texts) on val; keep a copy of the best
-        candidate so far (earliest on ties, the set before its variant). Returns the set's score."""
-        score = self._consider(it, "set", self.validation_rsum(), self.syn.state_dict())
-        if self.cfg.select_start_pairs and it > 0:
-            current = {k: v.detach().clone() for k, v in self.syn.state_dict().items()}
-            pixels, text = self.syn.starting_pairs(self.real_images, self.real_text)
-            variant = {**current, "images": pixels.to(self.device), "text": text.to(self.device)}
-            self.syn.load_state_dict(variant)
-            try:
-                variant_score = self.validation_rsum()
-            finally:
-                self.syn.load_state_dict(current)
-            self._consider(it, "start_pairs", variant_score, variant)
-        return score
-
-    def _consider(self, it: int, kind: str, score: float, state: dict[str, torch.Tensor]) -> float:
-        """Record ``score`` of candidate ``kind``; keep a CPU copy of ``state`` if it is the best so far."""
-        sel = self.selection
-        sel.setdefault("scores" if kind == "set" else "start_pairs_scores", []).append([int(it), score])
-        if sel["best_val"] is None or score > sel["best_val"]:
-            sel["best_val"], sel["best_iteration"], sel["best_kind"] = score, int(it), kind
-            self._best = {k: v.detach().cpu().clone() for k, v in state.items()}
-        return score
-
-    def _restore_best(self) -> None:
-        """Make the set the one of the best validation check; region maps after it are dropped."""
-        sel, it = self.selection, self.selection["best_iteration"]
-        kind = sel.get("best_kind", "set")
-        self.syn.meta["selection"] = {"best_iteration": it, "best_kind": kind, "best_val_rsum": sel["best_val"],
-                                      "val_rsum_by_iteration": sel["scores"],
-                                      "select_epochs": self.cfg.select_epochs, "select_seeds": self.cfg.select_seeds}
-        if self.cfg.select_start_pairs:
-            self.syn.meta["selection"]["start_pairs_val_rsum_by_iteration"] = sel.get("start_pairs_scores", [])
-        if (it == self.iteration and kind == "set") or self._best is None:
-            return
-        self.syn.load_state_dict({k: v.to(self.device) for k, v in self._best.items()})
-        self.syn.map_history = [(i, m) for i, m in self.syn.map_history if i <= it]
-        if self.cfg.save_maps_every:
-            self._record_maps(it)
-        what = "the set" if kind == "set" else "the starting pixels and texts with the P~ and rates"
-        msg = (f"selected {what} of iteration {it} on validation (R-sum {sel['best_val']:.1f}; "
-               f"the set of the last iteration {self.iteration}: {sel['scores'][-1][1]:.1f})")
-        log.info(msg)
-        if self.run_dir is not None:
-            self.run_dir.log(msg)
-
     # ------------------------------------------------------------ maps
     def _map_flat(self) -> torch.Tensor:
         """Parameters the region maps are computed with: the last epoch of trajectory 0."""
@@ -635,82 +573,3 @@ class Distiller:
                     "val_rsum_by_iteration": self.selection["scores"],
                     "start_pairs_val_rsum_by_iteration": self.selection.get("start_pairs_scores", [])}
                    if self.cfg.select_every else {})}
-
-    # ------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/distill.safetensors`` atomically (needs a ``run_dir``)."""
-        if self.run_dir is None:
-            raise ValueError("save_checkpoint needs a run_dir")
-        tensors = {f"syn.{k}": v for k, v in self.syn.tensors().items()}
-        tensors["rng"] = self.gen.get_state()
-        if self.ceo_maps is not None:
-            tensors["ceo_maps"] = self.ceo_maps
-        opt_meta = {}
-        for name, opt in self.opts.items():
-            t, opt_meta[name] = _opt_to_tensors(opt.state_dict())
-            tensors.update({f"opt.{name}.{k}": v for k, v in t.items()})
-        if self._best is not None:
-            tensors.update({f"best.{k}": v for k, v in self._best.items()})
-        meta = {"iteration": self.iteration, "recoveries": self.recoveries, "config": self.cfg.to_dict(),
-                "syn_config": self.syn.config(), "optimisers": opt_meta, "history": self.history,
-                "selection": self.selection, "threads": torch.get_num_threads()}
-        return self.run_dir.save_tensors(CHECKPOINT, tensors, meta)
-
-    def _resume(self) -> bool:
-        if self.run_dir is None or not self.run_dir.exists(CHECKPOINT):
-            return False
-        tensors, meta = self.run_dir.load_tensors(CHECKPOINT)
-        self._check_resume_config(meta.get("config", {}))
-        _warn_threads(self.run_dir, meta.get("threads"))
-        syn_t = {k[len("syn."):]: v for k, v in tensors.items() if k.startswith("syn.")}
-        self.syn = DistilledSet._from_saved(meta["syn_config"], syn_t, self.run_dir / CHECKPOINT).to(self.device)
-        self._make_optimisers()
-        for name, opt in self.opts.items():
-            sub = {k[len(f"opt.{name}."):]: v for k, v in tensors.items() if k.startswith(f"opt.{name}.")}
-            opt.load_state_dict(_opt_from_tensors(sub, meta["optimisers"][name], self.device))
-        self.gen.set_state(tensors["rng"])
-        self.ceo_maps = tensors.get("ceo_maps")
-        self.iteration, self.recoveries = int(meta["iteration"]), int(meta["recoveries"])
-        self.history = list(meta["history"])
-        self.selection = meta.get("selection") or {"scores": [], "best_iteration": None, "best_val": None}
-        best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
-        self._best = best or None
-        if self.run_dir is not None:
-            self.run_dir.log(f"distillation resumed from iteration {self.iteration}")
-        return True
-
-    def _check_resume_config(self, saved: dict) -> None:
-        diff = [k for k in self.cfg.changed_fields(saved) if k not in RESUMABLE_CHANGES]
-        if diff:
-            raise ArtifactError(f"{self.run_dir / CHECKPOINT}: checkpoint was written with other settings for "
-                                f"{diff}; use a new run folder or the same settings")
-
-
-def _warn_threads(run_dir: RunDir, saved: int | None) -> None:
-    """Say so (warning + log line) when a checkpoint is resumed with another torch thread count."""
-    now = torch.get_num_threads()
-    if saved is not None and int(saved) != now:
-        msg = (f"{run_dir / CHECKPOINT}: written with {saved} torch thread(s), resumed with {now}; "
-               "the remaining iterations may differ in the last digits from an uninterrupted run")
-        warnings.warn(msg, stacklevel=3)
-        run_dir.log(msg)
-
-
-def _opt_to_tensors(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimiser state dict -> (tensors, JSON meta); non-tensor state values go into the meta."""
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{pid}.{k}"] = v
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _opt_from_tensors(tensors: dict[str, torch.Tensor], meta: dict, device: torch.device) -> dict:
-    state: dict[int, dict] = {}
-    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v.to(device) if isinstance(v, torch.Tensor) and k != "step" else v
-    return {"state": state, "param_groups": meta["param_groups"]}

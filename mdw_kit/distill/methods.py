@@ -186,13 +186,13 @@ class FixedRateDistiller(Distiller):
 
 # ------------------------------------------------------------------ helpers
 def train_pairs(data: Any, pixels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model inputs (one per training pair) and text embeddings of a :class:`~mdw_kit.pipeline.DataBundle`.
+    """Model inputs (one per training pair) and text embeddings of a :class:`~mdw_kit.data.bundle.DataBundle`.
 
     The inputs are the cached backbone features where the bundle carries them
     (:func:`mdw_kit.features.with_features`), else uint8 pixels; ``pixels=True`` always gives pixels.
 
     Example:
-        >>> from mdw_kit.pipeline import prepare_data
+        >>> from mdw_kit.data.bundle import prepare_data
         >>> images, text = train_pairs(prepare_data("shapes", source_options={"num_images": 20}, encoder="hash"))
         >>> images.dtype, len(images) == len(text)
         (torch.uint8, True)
@@ -204,7 +204,7 @@ def default_model_config(data: Any, buffers: Mapping[str, Any] | None = None) ->
     """The buffers' model configuration, else ConvNet-3 on the data's image size and text dim.
 
     Example:
-        >>> from mdw_kit.pipeline import prepare_data
+        >>> from mdw_kit.data.bundle import prepare_data
         >>> data = prepare_data("shapes", source_options={"num_images": 20}, encoder="hash")
         >>> default_model_config(data).tower, default_model_config(data).text_dim == data.text_dim
         ('convnet3', True)
@@ -300,27 +300,28 @@ def _run_reference(spec: MethodSpec, data: Any, ctx: dict[str, Any]) -> dict[str
 
 
 def _make_distiller(spec: MethodSpec, data: Any, dcfg: DistillConfig, buf: Any, model_cfg: Any,
-                    p_clean: torch.Tensor | None, run_dir: str | Path | None) -> Distiller:
+                    p_clean: torch.Tensor | None, run_dir: str | Path | None, callback: Any = None) -> Distiller:
     images, text = train_pairs(data, pixels=True)
     p_init = _stage1_p_clean(buf, p_clean) if spec.init.startswith("clean_") else torch.ones(len(text))
     cls = Distiller if spec.learn_lr else FixedRateDistiller
     return cls(dcfg, buf, model_cfg, images, text, p_clean=p_init,
-               run_dir=None if run_dir is None else RunDir(run_dir),
+               run_dir=None if run_dir is None else RunDir(run_dir), callback=callback,
                val=data.val_split() if dcfg.select_every else None)
 
 
 def distiller_for(name: str, data: Any, M: int, buffer: Any, overrides: Mapping[str, Any] | None = None,
-                  run_dir: str | Path | None = None, p_clean: torch.Tensor | None = None) -> Distiller:
+                  run_dir: str | Path | None = None, p_clean: torch.Tensor | None = None,
+                  callback: Any = None) -> Distiller:
     """The :class:`Distiller` of distillation method ``name`` at budget ``M`` on ``buffer`` (not run yet).
 
     ``buffer`` is the expert buffer the method's ``experts`` switch asks for; ``data`` a
-    :class:`~mdw_kit.pipeline.DataBundle` whose ``model_config`` (else the buffer's) is the model.
+    :class:`~mdw_kit.data.bundle.DataBundle` whose ``model_config`` (else the buffer's) is the model.
     """
     spec = get_method(name)
     if spec.kind != "distill":
         raise ValueError(f"method {name!r} is a {spec.kind}, not a distillation; use run_method for it")
     mc = getattr(data, "model_config", None) or default_model_config(data, {"x": buffer})
-    return _make_distiller(spec, data, spec.distill_config(M, overrides), buffer, mc, p_clean, run_dir)
+    return _make_distiller(spec, data, spec.distill_config(M, overrides), buffer, mc, p_clean, run_dir, callback)
 
 
 def _run_distill(spec: MethodSpec, data: Any, dcfg: DistillConfig, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -353,7 +354,7 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
 
     Args:
         name: a key of :data:`METHODS`.
-        data: a :class:`~mdw_kit.pipeline.DataBundle` (noisy train split, clean val / test, embeddings).
+        data: a :class:`~mdw_kit.data.bundle.DataBundle` (noisy train split, clean val / test, embeddings).
         M: budget in pairs (ignored by the references).
         buffers: ``{"dual_track": buffer, "naive": buffer}``; a method needs the one its ``experts``
             switch names (``clean_random`` reads the dual-track noise report when ``p_clean`` is None).
@@ -373,7 +374,7 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
         when just computed).
 
     Example:
-        >>> from mdw_kit.pipeline import prepare_data
+        >>> from mdw_kit.data.bundle import prepare_data
         >>> data = prepare_data("shapes", noise=0.5, source_options={"num_images": 40}, encoder="hash")
         >>> r = run_method("random", data, 10, eval_cfg={"epochs": 2, "full_epochs": 1}, seeds=(0,))
         >>> r["budget"], 0 <= r["mean"]["R-sum"] <= 600

@@ -165,33 +165,20 @@ def group_optimizer(model: nn.Module, rates: dict[str, float], momentum: float =
     return torch.optim.SGD(groups, lr=float(rates["image"]), momentum=momentum)
 
 
-class _BestVal:
-    """Callback keeping a CPU copy of the state of the best validation R-sum epoch (earliest on ties)."""
-
-    def __init__(self):
-        self.best, self.epoch, self.state = -math.inf, None, None
-
-    def __call__(self, epoch: int, model: nn.Module, stats: dict) -> None:
-        val = stats.get("val")
-        if val is not None and val["R-sum"] > self.best:
-            self.best, self.epoch = val["R-sum"], epoch
-            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
 def _fit_rates(model_fn, tr: _Train, tcfg: TrainConfig, val: Any, test: Any, seeds: Sequence[int],
                momentum: float) -> dict[str, Any]:
     """Per seed: SGD with the learned per-group rates, best epoch on val, test once."""
     per_seed = []
     for seed in seeds:
         torch.manual_seed(int(seed))
-        model, keeper, t0 = model_fn(int(seed)), _BestVal(), time.perf_counter()
+        model, keeper, t0 = model_fn(int(seed)), _BestState(None, int(seed)), time.perf_counter()
         cfg = replace(tcfg, seed=int(seed))
         opt = group_optimizer(model, tr.rates, momentum)
         history = train_contrastive(model, tr.images, tr.text, cfg, targets=tr.targets, val=val,
                                     callback=keeper, optimizer=opt)
         model.load_state_dict(keeper.state)
-        val_m = next(h["val"] for h in history if h["epoch"] == keeper.epoch)
-        per_seed.append({"seed": int(seed), "best_epoch": keeper.epoch, "val": val_m,
+        val_m = next(h["val"] for h in history if h["epoch"] == keeper.best_epoch)
+        per_seed.append({"seed": int(seed), "best_epoch": keeper.best_epoch, "val": val_m,
                          "test": evaluate_val(model, test, max(cfg.batch_size, 256)),
                          "train_time_s": time.perf_counter() - t0, "history": history})
     mean, sd = summarize([r["test"] for r in per_seed])

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from mdw_kit.cli import main
-from mdw_kit.pipeline import PipelineConfig, prepare_data, run_pipeline
+from mdw_kit.data.bundle import prepare_data
+from mdw_kit.pipeline import PipelineConfig, run_pipeline
 
 TINY = ["--preset", "smoke", "--source", "shapes", "--option", "num_images=60", "--encoder", "hash"]
 NOISY = [*TINY, "--noise", "0.4"]

@@ -8,7 +8,7 @@ from mdw_kit.data import load_source
 from mdw_kit.evaluation.protocol import EvalConfig, evaluate_distilled, group_optimizer
 from mdw_kit.distill.synthetic import DistilledSet
 from mdw_kit.models import ModelConfig
-from mdw_kit.pipeline import HashTextEncoder
+from mdw_kit.data.bundle import HashTextEncoder
 
 CFG = EvalConfig(epochs=4, eval_every=1, device="cpu")
 

@@ -16,7 +16,7 @@ from mdw_kit.experts.buffer import build_buffer
 from mdw_kit.experts.dual_track import DualTrackConfig
 from mdw_kit.models import ModelConfig
 from mdw_kit.models.retrieval import get_flat
-from mdw_kit.pipeline import prepare_data
+from mdw_kit.data.bundle import prepare_data
 from mdw_kit.runs import ArtifactError
 
 BUDGET = 8

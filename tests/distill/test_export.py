@@ -12,7 +12,7 @@ from PIL import Image
 from mdw_kit.data import load_source
 from mdw_kit.distill.export import export_hf_dataset, export_png
 from mdw_kit.distill.synthetic import DistilledSet
-from mdw_kit.pipeline import HashTextEncoder
+from mdw_kit.data.bundle import HashTextEncoder
 
 INIT = [0, 3, 5, 8]
 
