@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "headline.json")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell process (default 1)")
     p.add_argument("--skip-costs", action="store_true", help="skip the iteration-cost probe")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the table of the --out file as markdown (runs nothing)")
     p.add_argument("--child", choices=["cost"], help=argparse.SUPPRESS)
     p.add_argument("--child-args", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -217,8 +219,30 @@ def write_report(out: Path, args: argparse.Namespace, settings: dict[str, Any], 
                      "costs": costs(root, settings, results, probe), "targets": targets(results)})
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The rows of a headline report as a markdown table: one row per method and noise rate, one
+    column per budget (test R-sum mean +- sd over the seeds; validation R-sum in brackets)."""
+    rows = report["rows"]
+    budgets = sorted({r["budget"] for r in rows if r["budget"] is not None})
+    order = {m: i for i, m in enumerate(ALL_METHODS)}
+    keys = sorted({(r["noise"], r["method"]) for r in rows}, key=lambda k: (-k[0], order.get(k[1], 99)))
+    cell = {(r["noise"], r["method"], r["budget"]): r for r in rows}
+    head = "| noise | method | " + " | ".join(f"{b} pairs" for b in budgets) + " | all pairs |"
+    out = [head, "|" + "---|" * (len(budgets) + 3)]
+    for noise, method in keys:
+        vals = []
+        for b in [*budgets, None]:
+            r = cell.get((noise, method, b))
+            vals.append("" if r is None else f"{r['rsum_mean']:.1f} ± {r['rsum_sd']:.1f} ({r['val_rsum_mean']:.1f})")
+        out.append(f"| {noise:.0%} | {method} | " + " | ".join(vals) + " |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(args.out.read_text())))
+        return 0
     import torch
     torch.set_num_threads(args.threads)
     if args.child:

@@ -114,3 +114,34 @@ def test_expert_options_reach_the_dual_track_config(bench, tmp_path, monkeypatch
     from mdw_kit.experts.dual_track import DualTrackConfig
     default = DualTrackConfig()
     assert (naive.mode, naive.min_weight, naive.epochs, naive.naive) == (default.mode, default.min_weight, 10, True)
+
+
+def _result(noise, method, budget, rsum, sd=1.0):
+    return {"noise": noise, "method": method, "budget": budget, "kind": "coreset", "mean": {"R-sum": rsum},
+            "sd": {"R-sum": sd}, "val_mean": {"R-sum": rsum + 1},
+            "per_seed": [{"seed": s, "test": {"R-sum": rsum + s}} for s in (0, 1, 2)], "time_s": 2.0}
+
+
+def test_headline_rows_targets_and_markdown(bench):
+    results = [_result(0.5, "mdw", 100, 120.0), _result(0.5, "clean_random", 100, 50.0),
+               _result(0.5, "lors", 100, 110.0), _result(0.5, "full_noisy", None, 70.0)]
+    rows = X.headline_rows(results)
+    assert [r["method"] for r in rows] == ["full_noisy", "clean_random", "lors", "mdw"]
+    assert rows[-1]["seeds"] == [120.0, 121.0, 122.0] and rows[-1]["val_rsum_mean"] == 121.0
+    t = {x["target"]: x for x in bench.targets(results)}
+    assert t["50% noise, M=100: MDW / clean_random >= 2.0"]["met"] is True        # 2.4x
+    assert t["50% noise, M=100: MDW / lors >= 1.15"]["met"] is False              # 1.09x
+    assert t["50% noise, M=100: MDW / mtt_vl >= 1.15"]["met"] is None             # not run
+    assert t["50% noise: MDW M=100 / full_noisy >= 1.6"]["met"] is True           # 1.71x
+    md = bench.markdown_table({"rows": rows})
+    assert "| 50% | mdw | 120.0 ± 1.0 (121.0) |" in md and md.splitlines()[0].endswith("| all pairs |")
+
+
+def test_the_headline_runs_the_important_cells_first(bench):
+    settings = bench.build_settings(bench.parse_args([]))
+    order = bench.priority_order(settings)
+    assert len(order) == len(X.cells(settings))
+    assert order[0][0] == 0.5 and order[0][2] == 100            # 50% noise, 100 pairs first
+    first_ablation = next(i for i, c in enumerate(order) if c[1] == "mdw_no_dual")
+    assert all(c[0] == 0.5 for c in order[:first_ablation])      # the main methods of 50% before any ablation
+    assert {c[2] for c in order[:first_ablation] if c[2] is not None} == {100, 200, 500}
