@@ -34,6 +34,7 @@ from widgets._static import PlotPane, StaticFigureMixin, image_widget, png_bytes
 ORDERS = ("init order", "diagonal strength", "clustered")
 VIEWS = ("off-diagonal", "learned", "initial", "learned - initial")
 TOP_PAIRS = 6
+CLICK_GRID_MAX = 200  # up to this many pairs an invisible point per cell takes the clicks
 
 
 def _np(x: Any) -> np.ndarray:
@@ -97,6 +98,8 @@ class CorrespondenceHeatmap(StaticFigureMixin, W.VBox):
         self._build_controls()
         self.pane = PlotPane(self._figure())
         self.pane.on_click(0, self._on_point)
+        if len(self.matrix) <= CLICK_GRID_MAX:
+            self.pane.on_click(2, self._on_point)
         if hover and self.pane.live:
             self.pane.fig.data[0].on_hover(self._on_point)
         self.children = [W.HBox([self.order, self.view]),
@@ -184,8 +187,18 @@ class CorrespondenceHeatmap(StaticFigureMixin, W.VBox):
                           hovertemplate="image %{customdata[1]} / text %{customdata[0]}: %{z:.3f}<extra></extra>")
         marker = go.Scatter(x=[], y=[], mode="markers", hoverinfo="skip", showlegend=False,
                             marker=dict(symbol="square-open", size=12, color="red", line=dict(width=2)))
-        fig = go.Figure([heat, marker])
         side = min(520, 260 + 2 * len(perm))
+        traces = [heat, marker]
+        if len(perm) <= CLICK_GRID_MAX:
+            # Plotly's heatmap click events carry no usable point index in the browser, so an invisible
+            # scatter point per cell (square, the cell's size) takes the clicks (see ``_on_point``).
+            n = len(perm)
+            cols, rows = np.meshgrid(np.arange(n), np.arange(n))
+            traces.append(go.Scatter(x=cols.ravel(), y=rows.ravel(), mode="markers", hoverinfo="skip",
+                                     showlegend=False, name="cells",
+                                     marker=dict(symbol="square", size=max(4, side // max(n, 1)),
+                                                 color="rgba(0,0,0,0)", opacity=0.01)))
+        fig = go.Figure(traces)
         fig.update_layout(width=side + 80, height=side, margin=dict(l=50, r=10, t=30, b=40),
                           title=dict(text=self.view.value, font=dict(size=12)))
         fig.update_xaxes(title_text="synthetic text (display order)")
@@ -208,8 +221,9 @@ class CorrespondenceHeatmap(StaticFigureMixin, W.VBox):
         self.pane.fig.data[1].update(x=[pos[j]], y=[pos[i]])
 
     def _on_point(self, _trace: Any, points: Any, _state: Any) -> None:
+        """A click on the heatmap or on the cell grid above it: select the cell at display ``(y, x)``."""
         if points.xs:
-            self.select_display(int(points.ys[0]), int(points.xs[0]))
+            self.select_display(int(round(float(points.ys[0]))), int(round(float(points.xs[0]))))
 
     # ------------------------------------------------------------ selection
     def select_display(self, row: int, col: int) -> tuple[int, int]:

@@ -245,6 +245,19 @@ def _check_heatmap(page, tmp_path: Path) -> None:
         " return e && e.innerText !== b; }", arg=before, timeout=INTERACT_MS)
     after = _text(page, ".mdw-correspondence-heatmap .mdw-cell-value")
     assert after.startswith("P[") and after != before
+    # a click on a cell of the plot itself (away from the one selected): the selection follows too
+    box = plot.bounding_box()
+    for fx, fy in ((0.15, 0.85), (0.85, 0.15), (0.5, 0.3)):
+        plot.click(position={"x": box["width"] * fx, "y": box["height"] * fy})
+        try:
+            page.wait_for_function(
+                "(b) => { const e = document.querySelector('.mdw-correspondence-heatmap .mdw-cell-value');"
+                " return e && e.innerText !== b; }", arg=after, timeout=INTERACT_MS)
+            break
+        except Exception:  # noqa: BLE001 - that spot was the selected cell; try another
+            continue
+    clicked = _text(page, ".mdw-correspondence-heatmap .mdw-cell-value")
+    assert clicked.startswith("P[") and clicked != after, (after, clicked)
     heat.first.screenshot(path=str(tmp_path / "heatmap.png"))
 
 

@@ -24,3 +24,20 @@ def test_heatmap_default_view_shows_what_moved_off_the_diagonal():
     h.detail_box.children[-1].children[1].children[1].click()  # the first top-pair button
     assert h.selected == (2, 4) and "caption 4" in h.detail.value
     assert len(h.static_figure().axes) >= 2
+
+
+def test_a_click_on_the_cell_grid_selects_that_cell():
+    """The browser reports heatmap clicks without a usable index, so an invisible scatter point per cell
+    takes them; a click's (x, y) in display order selects the cell under it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from widgets.heatmap import CorrespondenceHeatmap
+    P = np.eye(5) * 0.8 + 0.04
+    w = CorrespondenceHeatmap(P)
+    grid = w._figure().data[2]
+    assert len(grid.x) == 25 and grid.marker.opacity < 0.05
+    perm = w.permutation
+    w._on_point(None, SimpleNamespace(xs=[3.0], ys=[1.0]), None)
+    assert w.selected == (int(perm[1]), int(perm[3]))
