@@ -94,3 +94,22 @@ def test_pipeline_config_resolves_overrides_over_the_preset():
     assert p["data"]["options"] == {"num_images": 50}  # the preset's openmoji options are dropped
     assert p["distill"]["budget"] == 30 and p["model"]["tower"] == "convnet3"
     assert p["distill"]["config"]["max_start_epoch"] <= 3 - p["distill"]["config"]["segment_epochs"]
+
+
+def test_distiller_is_the_stage_not_yet_run_and_feeds_a_callback(data, buffer):
+    seen = []
+    dist = mk.distiller(data, buffer, budget=12, config={"iterations": 3, "syn_steps": 2, "segment_epochs": 1,
+                                                         "max_start_epoch": 2, "batch_syn": 12, "progress": False,
+                                                         "save_maps_every": 0, "checkpoint_every": 0},
+                        callback=lambda it, stats: seen.append(it))
+    assert dist.iteration == 0 and dist.cfg.num_pairs == 12 and dist.cfg.lr_img == 0.003  # the preset's
+    syn = dist.run()
+    assert seen == [1, 2, 3] and syn.num_pairs == 12 and dist.summary()["iterations"] == 3
+
+
+def test_noise_report_naive_is_one_plain_track_and_takes_callbacks(data):
+    epochs = []
+    rep, res = mk.noise_report(data, {"epochs": 2, "warmup_epochs": 1}, naive=True, validate=False,
+                               with_result=True, epoch_callback=lambda e, det: epochs.append(e))
+    assert res.config.naive and res.config.tracks == ("A",) and len(rep.p_clean) == len(data.train)
+    assert epochs and max(epochs) <= 2
