@@ -121,6 +121,8 @@ def priority_order(settings: dict[str, Any]) -> list[tuple[float, str, int | Non
 def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) -> None:
     """Seconds per distillation iteration (MDW, smallest budget, 50% noise) next to one forward +
     backward of the image tower over the M synthetic images, to the pixels."""
+    import torch
+
     from mdw_kit import stages
     budget = min(settings["budgets"])
     noise = 0.5 if 0.5 in settings["noise"] else settings["noise"][0]
@@ -142,7 +144,7 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) 
     out.write_text(json.dumps({"iteration_s": iters_s, "backbone_fwd_bwd_s": backbone_s,
                                "iteration_over_backbone": ratios[len(ratios) // 2], "budget": budget,
                                "syn_steps": dist.cfg.syn_steps, "batch_syn": dist.cfg.batch_syn,
-                               "threads": int(os.environ.get("MDW_BENCH_THREADS", "1"))}))
+                               "threads": torch.get_num_threads()}))
 
 
 def run_cost_probe(root: Path, settings: dict[str, Any], threads: int) -> dict[str, Any] | None:
@@ -154,7 +156,7 @@ def run_cost_probe(root: Path, settings: dict[str, Any], threads: int) -> dict[s
                "--child-args", json.dumps({"root": str(root), "settings": settings, "out": str(f)})]
         with open(f.with_suffix(".log"), "a") as log:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
-                           env=dict(os.environ, MDW_NO_PROGRESS="1", MDW_BENCH_THREADS=str(threads)))
+                           env=dict(os.environ, MDW_NO_PROGRESS="1"))
     return json.loads(f.read_text()) if f.exists() else None
 
 

@@ -66,7 +66,7 @@ from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
 from mdw_kit.distill.matching import MODES, calibrate_lr, match_loss, sample_batches, tower_groups
 from mdw_kit.distill.synthetic import LR_GROUPS, DistilledSet
 from mdw_kit.config import ConfigMixin
-from mdw_kit.distill.checkpoint import CHECKPOINT, RESUMABLE_CHANGES, CheckpointResume  # noqa: F401
+from mdw_kit.distill.checkpoint import CheckpointResume
 from mdw_kit.distill.selection import ValidationSelection
 from mdw_kit.runs import ArtifactError, RunDir
 from mdw_kit.utils import pick_device, progress

@@ -425,7 +425,7 @@ def result_relevant(dcfg: DistillConfig | None) -> dict[str, Any] | None:
     """The distillation settings that change the result (not device, progress, checkpoint interval)."""
     if dcfg is None:
         return None
-    from mdw_kit.distill.distiller import RESUMABLE_CHANGES
+    from mdw_kit.distill.checkpoint import RESUMABLE_CHANGES
     d = {k: v for k, v in dcfg.to_dict().items() if k not in RESUMABLE_CHANGES or k == "iterations"}
     if not dcfg.select_every:  # selection off: its settings change nothing (and old keys stay valid)
         for k in ("select_every", "select_epochs", "select_seeds", "select_start_pairs"):
