@@ -97,7 +97,8 @@ def _monotone(x: np.ndarray, p: np.ndarray, mu_clean: float) -> np.ndarray:
 
 def fit_clean_probability(losses: torch.Tensor | np.ndarray | list[float], n_iter: int = 100,
                           tol: float = 1e-6, reg_covar: float = 5e-4, monotone: bool = True,
-                          degenerate_value: float = 1.0) -> tuple[torch.Tensor, dict[str, Any]]:
+                          degenerate_value: float = 1.0, chance_loss: float | None = None,
+                          chance_gate: float | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """Clean probability of every pair: the posterior of the low-loss mixture component.
 
     Args:
@@ -108,6 +109,13 @@ def fit_clean_probability(losses: torch.Tensor | np.ndarray | list[float], n_ite
         monotone: make the probability non-increasing in the loss (see :func:`_monotone`).
         degenerate_value: the probability given to every pair when the losses carry no
             information (fewer than 2 pairs, or all equal): 1.0 keeps everything.
+        chance_loss: the loss of a model that cannot tell the pairs apart (``log N`` for a
+            softmax over ``N`` candidates); with ``chance_gate``, the no-noise check below.
+        chance_gate: a mismatched caption is fitted no better than chance, so the high-loss
+            component is taken for noise only when its mean raw loss reaches
+            ``chance_gate * chance_loss``. Below that both components are clean pairs (easy ones
+            and hard ones): every pair gets probability 1 and ``info["noise_free"]`` is true.
+            ``None`` (default) fits the mixture only.
 
     Returns:
         ``(prob_clean, info)``: a float64 tensor ``[N]`` in ``[0, 1]`` (float64 keeps the ranking of
@@ -115,7 +123,7 @@ def fit_clean_probability(losses: torch.Tensor | np.ndarray | list[float], n_ite
         fitted ``means`` / ``stds`` / ``weights`` (normalised scale, clean first), ``raw_means``,
         ``separation`` (``|mu_noisy - mu_clean| / sqrt(var_clean + var_noisy)``, a label-free
         quality score), ``estimated_noise_rate`` (mean of ``1 - prob_clean``), ``n_iter``,
-        ``converged`` and ``degenerate``.
+        ``converged``, ``degenerate`` and ``noise_free`` (the no-noise check fired).
 
     Example:
         >>> p, info = fit_clean_probability([0.1, 0.2, 0.15, 3.0, 3.2, 2.9])
@@ -123,6 +131,13 @@ def fit_clean_probability(losses: torch.Tensor | np.ndarray | list[float], n_ite
         [1, 1, 1, 0, 0, 0]
         >>> fit_clean_probability([2.0, 2.0, 2.0])[1]["degenerate"]
         True
+
+        Easy and hard pairs, all well below the chance loss ``log 1000``: nothing is called noisy.
+
+        >>> p, info = fit_clean_probability([0.1, 0.2, 0.15, 3.0, 3.2, 2.9], chance_loss=np.log(1000),
+        ...                                 chance_gate=0.85)
+        >>> info["noise_free"], float(p.min())
+        (True, 1.0)
     """
     x = _as_array(losses)
     lo, hi = (float(x.min()), float(x.max())) if len(x) else (0.0, 0.0)
@@ -140,7 +155,13 @@ def fit_clean_probability(losses: torch.Tensor | np.ndarray | list[float], n_ite
             "raw_means": (lo + mean * (hi - lo)).tolist(),
             "separation": float((mean[1] - mean[0]) / np.sqrt(var.sum())),
             "estimated_noise_rate": float(1.0 - p.mean()), "n_iter": fit["n_iter"],
-            "converged": fit["converged"], "log_likelihood": fit["log_likelihood"], "degenerate": False}
+            "converged": fit["converged"], "log_likelihood": fit["log_likelihood"], "degenerate": False,
+            "noise_free": False}
+    if chance_loss is not None and chance_gate is not None:
+        info["chance_loss"] = float(chance_loss)
+        if info["raw_means"][1] < chance_gate * chance_loss:
+            p = np.ones_like(p)
+            info.update(noise_free=True, estimated_noise_rate=0.0)
     return torch.from_numpy(p.astype(np.float64)), info
 
 
@@ -148,5 +169,5 @@ def _degenerate(n: int, value: float, level: float) -> tuple[torch.Tensor, dict[
     """The answer when the losses carry no information: every pair gets ``value``."""
     info = {"means": [0.0, 0.0], "stds": [0.0, 0.0], "weights": [1.0, 0.0], "raw_means": [level, level],
             "separation": 0.0, "estimated_noise_rate": float(1.0 - value) if n else 0.0, "n_iter": 0,
-            "converged": True, "log_likelihood": 0.0, "degenerate": True}
+            "converged": True, "log_likelihood": 0.0, "degenerate": True, "noise_free": False}
     return torch.full((n,), float(value), dtype=torch.float64), info

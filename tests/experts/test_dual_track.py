@@ -249,3 +249,37 @@ def test_noise_report_without_ground_truth_and_bad_lengths(tmp_path):
     from mdw_kit.runs import ArtifactError
     with pytest.raises(ArtifactError, match="noise_report.json"):
         NoiseReport.load(tmp_path)
+
+
+def test_chance_gate_keeps_every_pair_when_no_pair_sits_at_chance(noisy_shapes, caplog):
+    """The no-noise check: when the high-loss component stays below the gate x chance loss, every
+    pair is clean (weights 1, report estimates no noise) and a warning says why; off by default."""
+    images, text, clean = noisy_shapes
+    assert DualTrackConfig().chance_gate is None
+    cfg = DualTrackConfig(epochs=3, warmup_epochs=1, chance_gate=10.0, **FAST)  # 10 x log N: never reached
+    with caplog.at_level("WARNING", logger="mdw_kit.experts.dual_track"):
+        res = train_dual_track(model_fn, images, text, cfg, clean=clean)
+    assert all(bool((p == 1).all()) for t in "AB" for p in res.p_clean[t].values())
+    assert all(res.gmm[t][e]["noise_free"] for t in "AB" for e in res.gmm[t])
+    assert res.report().summary()["estimated_noise_rate"] == 0.0
+    assert "no mismatched pairs found" in caplog.text
+    # the loss ranks are left alone: detection by rank still works
+    assert summarize_detection(res)["final"]["consensus"]["auroc"] > 0.8
+    # a gate below every fitted mean never fires and changes nothing
+    low = train_dual_track(model_fn, images, text, DualTrackConfig(epochs=3, warmup_epochs=1, chance_gate=1e-6,
+                                                                    **FAST), clean=clean)
+    off = train_dual_track(model_fn, images, text, DualTrackConfig(epochs=3, warmup_epochs=1, **FAST), clean=clean)
+    assert torch.equal(low.trajectories["A"], off.trajectories["A"])
+    assert not any(low.gmm["A"][e]["noise_free"] for e in low.gmm["A"])
+
+
+@pytest.mark.parametrize("gate", [0.0, -1.0])
+def test_chance_gate_must_be_positive(gate):
+    with pytest.raises(ValueError, match="chance_gate"):
+        DualTrackConfig(chance_gate=gate)
+
+
+def test_default_preset_turns_the_chance_gate_on():
+    from mdw_kit import stages
+    assert stages.dual_track_config(preset="default").chance_gate == 0.85
+    assert stages.dual_track_config(preset="default", naive=True).naive

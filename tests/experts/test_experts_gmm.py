@@ -85,3 +85,18 @@ def test_detection_metrics_of_a_known_flagging():
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
     assert m["true_residual_noise"] == pytest.approx(1 / 3)   # kept 0, 1, 5; row 5 is noisy
     assert m["true_noise_rate"] == pytest.approx(0.5)
+
+
+def test_chance_gate_fires_only_below_the_chance_loss():
+    rng = np.random.default_rng(0)
+    hard_clean = np.concatenate([rng.normal(2.7, 0.4, 600), rng.normal(6.0, 0.8, 400)])   # both below log N
+    noisy = np.concatenate([rng.normal(3.4, 0.4, 500), rng.normal(8.8, 0.6, 500)])        # one at chance
+    chance = float(np.log(2779))
+    p, info = fit_clean_probability(hard_clean, chance_loss=chance, chance_gate=0.85)
+    assert info["noise_free"] and float(p.min()) == 1.0 and info["estimated_noise_rate"] == 0.0
+    p0, _ = fit_clean_probability(hard_clean)
+    assert float((p0 < 0.5).float().mean()) > 0.3  # without the check the hard clean pairs are called noisy
+    p1, info1 = fit_clean_probability(noisy, chance_loss=chance, chance_gate=0.85)
+    p2, info2 = fit_clean_probability(noisy)
+    assert not info1["noise_free"] and torch.equal(p1, p2)
+    assert info1["chance_loss"] == pytest.approx(chance) and not info2["noise_free"]
