@@ -309,6 +309,7 @@ class Distiller(CheckpointResume, ValidationSelection):
         self.history: list[dict] = []
         self.iteration, self.recoveries = 0, 0
         self.ceo_maps: torch.Tensor | None = None
+        self._maps_cache: tuple | None = None
         self.syn: DistilledSet | None = None
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self._good: dict | None = None
@@ -524,14 +525,28 @@ class Distiller(CheckpointResume, ValidationSelection):
         """Parameters the region maps are computed with: the last epoch of trajectory 0."""
         return self.buffer.trajectory(0)[-1].to(self.device)
 
+    def _maps_key(self) -> tuple:
+        """Identity and in-place version of everything the maps read: equal keys, equal maps."""
+        return tuple((id(t), t._version) for t in (self.syn.images, self.syn.text, *self.syn.corr.parameters()))
+
     def _maps(self) -> torch.Tensor:
+        """The region maps of the current set; reused while the set has not changed since (the maps
+        saved after iteration ``i`` are the CEO maps of iteration ``i + 1`` when both fall due)."""
+        key = self._maps_key()
+        if self._maps_cache is not None and self._maps_cache[0] == key:
+            return self._maps_cache[1]
+        maps = self._compute_maps()
+        self._maps_cache = (key, maps)
+        return maps
+
+    def _compute_maps(self) -> torch.Tensor:
         return region_maps(self.model, self._map_flat(), self.syn.images.detach(), self.syn.text.detach(),
                            self.syn.corr.matrix().detach(), k=self.cfg.ceo_k, method=self.cfg.ceo_method,
                            stage=self.cfg.ceo_stage)
 
     def _record_maps(self, it: int) -> None:
         if self.cfg.save_maps_every:
-            self.syn.record_maps(it, self._maps())
+            self.syn.record_maps(it, self._maps().clone())  # its own storage: a checkpoint saves both
 
     # ------------------------------------------------------------ evaluation
     def evaluate_matching(self, num: int = 4, seed: int = 12345) -> float:

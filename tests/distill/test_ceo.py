@@ -335,3 +335,26 @@ def test_gaussian_blur_keeps_constants_and_mass():
     assert torch.allclose(gaussian_blur(torch.full((1, 1, 5, 5), 0.7), 2.0), torch.full((1, 1, 5, 5), 0.7))
     assert gaussian_blur(x, 0.0) is x
     assert torch.allclose(gaussian_blur(x, 1.0).mean(), x.mean(), atol=0.02)
+
+
+def test_maps_of_an_unchanged_set_are_computed_once_and_the_run_is_unchanged(monkeypatch):
+    """The maps saved after iteration i are the CEO maps of iteration i + 1: computed once, same run."""
+    def run(cache: bool):
+        model = tiny_model()
+        d = Distiller(tiny_config(ceo_beta=0.5, ceo_every=2, save_maps_every=2, iterations=4), [random_walk(model)],
+                      model, *tiny_data())
+        calls = []
+        compute = d._compute_maps
+        d._compute_maps = lambda: calls.append(1) or compute()
+        if not cache:
+            d._maps_key = lambda: object()  # never equal: every call computes
+        syn = d.run()
+        return syn, len(calls)
+
+    cached, n_cached = run(True)
+    plain, n_plain = run(False)
+    assert torch.equal(cached.images.detach(), plain.images.detach())
+    assert [it for it, _ in cached.map_history] == [it for it, _ in plain.map_history] == [0, 2, 4]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(cached.map_history, plain.map_history))
+    # record 0 = CEO 1, record 2 = CEO 3, record 4: 3 computations instead of 5
+    assert (n_cached, n_plain) == (3, 5)
