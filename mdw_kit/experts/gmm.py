@@ -157,9 +157,9 @@ def fit_clean_probability(losses: torch.Tensor | np.ndarray | list[float], n_ite
             "estimated_noise_rate": float(1.0 - p.mean()), "n_iter": fit["n_iter"],
             "converged": fit["converged"], "log_likelihood": fit["log_likelihood"], "degenerate": False,
             "noise_free": False}
-    if chance_loss is not None and chance_gate is not None:
+    if chance_loss is not None:
         info["chance_loss"] = float(chance_loss)
-        if info["raw_means"][1] < chance_gate * chance_loss:
+        if chance_gate is not None and info["raw_means"][1] < chance_gate * chance_loss:
             p = np.ones_like(p)
             info.update(noise_free=True, estimated_noise_rate=0.0)
     return torch.from_numpy(p.astype(np.float64)), info
