@@ -549,8 +549,8 @@ uniformly random peak would score (the share of the image those boxes cover). Ma
 emphasise the named objects should score far above chance (we aim for 80% of the images);
 the first saved maps are computed on the starting images, the last ones on the images
 distillation produced, so the two rows also show whether the emphasis survives the pixel
-updates. It does at the small pixel step used here (`lr_img=0.0025`: 0.87 over 3 seeds); at
-0.005 the score is 0.80, and at the library default of 0.01 the images drift further and the
+updates. Mostly, at the small pixel step used here (`lr_img=0.0025`: 0.87 ± 0.06 over 3 seeds; a
+single run like this one can land near 0.75); at 0.005 the score is 0.80, and at the library default of 0.01 the images drift further and the
 last maps land on a named object only 0.59 of the time, for about the same retrieval score
 (`benchmarks/bench_pointing_game.py`).
 '''),
