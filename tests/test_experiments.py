@@ -80,9 +80,9 @@ def test_expert_options_key_only_the_dual_track_buffer(bench, tmp_path):
     """The preset's dual-track settings, then ``--expert-option``, key the dual-track buffer; the naive
     buffer (no noise handling to configure) is shared."""
     base = bench.build_settings(bench.parse_args(["--noise", "0.5"]))
-    assert base["experts"]["options"] == {"mode": "weight", "min_weight": 0.01}  # the default preset's
+    assert base["experts"]["options"] == {"mode": "weight", "min_weight": 0.01, "chance_gate": 0.85}  # the preset
     opt = bench.build_settings(bench.parse_args(["--noise", "0.5", "--expert-option", "mode=select"]))
-    assert opt["experts"]["options"] == {"mode": "select", "min_weight": 0.01}
+    assert opt["experts"]["options"] == {"mode": "select", "min_weight": 0.01, "chance_gate": 0.85}
     a, b = X.buffer_dirs(tmp_path, base, 0.5), X.buffer_dirs(tmp_path, opt, 0.5)
     assert a["naive"] == b["naive"]
     assert a["dual_track"] != b["dual_track"]
