@@ -24,3 +24,13 @@ def test_summary_has_mean_sd_and_marks_each_target(bench):
     assert out["off_share"][0] == pytest.approx(0.06) and out["off_share"][1] > 0
     assert out["targets_met"] == {"off_share": True, "caption_spearman": False, "pointing_final": True}
     assert "seed" not in out
+
+
+def test_summary_skips_a_figure_undefined_for_one_seed(bench):
+    # the maps' accuracy among named images is undefined (None) when no top text names an object
+    rows = [{"variant": "a", "seed": 0, "pointing_final_named": 0.8},
+            {"variant": "a", "seed": 1, "pointing_final_named": None},
+            {"variant": "a", "seed": 2, "pointing_final_named": 0.6}]
+    out = bench.summarise(rows)
+    assert out["pointing_final_named"][0] == pytest.approx(0.7)
+    assert "variant" not in out
