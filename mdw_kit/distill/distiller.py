@@ -84,7 +84,8 @@ class DistillConfig(ConfigMixin):
         num_pairs: ``M``, the budget of synthetic pairs.
         iterations: outer iterations. A larger set needs more: in the default regime at 50% noise
             (``benchmarks/results/tune_noise50_mdw_M200_iterations300.json``) 200 pairs scored
-            validation R-sum 119.2 with 300 iterations against 112.6 with the preset's 150.
+            validation R-sum 119.2 with 300 iterations against 112.6 with the preset's 150, and 500
+            pairs 124.0 with 600 against 111.5 (``tune_noise50_mdw_M500_iterations600.json``).
         syn_steps: ``N`` student steps per iteration.
         segment_epochs: ``D``, the length in expert epochs of the matched trajectory segment
             (``theta_t`` to ``theta_{t+D}``); not a training epoch count (saved configs that call
