@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import statistics
@@ -74,14 +75,16 @@ def row_for(mk, viz, diag, syn, data, reference, eval_seeds) -> dict:
                 "shared_object_ratio": fig.pop("shared_object")["ratio"]})
     if eval_seeds:
         fig["test_rsum"] = mk.evaluate(syn, data, seeds=eval_seeds)["mean"]["R-sum"]
-    return {k: (None if v != v else round(v, 4)) if isinstance(v, float) else v for k, v in fig.items()}
+    # a figure undefined for this set (NaN, e.g. no top text names an object) is written as None
+    return {k: (None if math.isnan(v) else round(v, 4)) if isinstance(v, float) else v for k, v in fig.items()}
 
 
 def summarise(rows: list[dict]) -> dict:
-    keys = [k for k in rows[0] if k != "seed" and any(isinstance(r.get(k), (int, float)) for r in rows)]
     out = {}
-    for k in keys:
+    for k in rows[0]:
         vals = [r[k] for r in rows if isinstance(r.get(k), (int, float))]  # None: undefined for that seed
+        if k == "seed" or not vals:
+            continue
         out[k] = [round(statistics.mean(vals), 4), round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0]
     out["targets_met"] = {k: out[k][0] >= t for k, t in TARGETS.items() if k in out}
     return out
