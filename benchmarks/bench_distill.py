@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "headline.json")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell process (default 1)")
     p.add_argument("--skip-costs", action="store_true", help="skip the iteration-cost probe")
+    p.add_argument("--collect-only", action="store_true",
+                   help="write the table from the cells already done in the work folder, run nothing "
+                        "(for a grid split over several processes)")
     p.add_argument("--markdown", action="store_true",
                    help="print the table of the --out file as markdown (runs nothing)")
     p.add_argument("--child", choices=["cost"], help=argparse.SUPPRESS)
@@ -147,9 +150,10 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) 
                                "threads": torch.get_num_threads()}))
 
 
-def run_cost_probe(root: Path, settings: dict[str, Any], threads: int) -> dict[str, Any] | None:
+def run_cost_probe(root: Path, settings: dict[str, Any], threads: int, run: bool = True) -> dict[str, Any] | None:
+    """The probe's figures (run now unless ``run`` is false or it ran before with these settings)."""
     f = root / "probes" / f"cost-{X.short_hash(settings)}-t{threads}.json"
-    if not f.exists():
+    if run and not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
         print("probe: iteration cost vs one backbone forward + backward ...", flush=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "cost", "--threads", str(threads),
@@ -257,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     order = priority_order(settings)
     print(f"{len(order)} cells; work folder {root}; writing {args.out} as cells finish", flush=True)
-    probe = None if args.skip_costs else run_cost_probe(root, settings, args.threads)
-    results = X.run_grid(root, settings, threads=args.threads, order=order,
+    probe = None if args.skip_costs else run_cost_probe(root, settings, args.threads, run=not args.collect_only)
+    results = X.run_grid(root, settings, threads=args.threads, order=order, run_missing=not args.collect_only,
                          on_result=lambda rs: write_report(args.out, args, settings, root, rs, probe, t0, False))
     write_report(args.out, args, settings, root, results, probe, t0, len(results) == len(order))
     for row in X.headline_rows(results):

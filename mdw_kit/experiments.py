@@ -82,7 +82,8 @@ def grid_settings(preset: str | Mapping[str, Any] = "default", *, noise: Sequenc
         raise ValueError(f"unknown expert settings {sorted(ex)}; known: epochs, warmup_epochs, num_runs, options")
     if options:
         exp["options"] = options
-    dist = {**p.get("distill", {}).get("config", {}), **(distill or {})}
+    from mdw_kit.distill.distiller import merge_iterations
+    dist = merge_iterations(dict(p.get("distill", {}).get("config", {})), dict(distill or {}))
     ev = {**p.get("eval", {}).get("config", {}), **(eval or {})}
     methods = list(methods or HEADLINE_METHODS)
     unknown = [m for m in methods if m not in METHODS]
@@ -266,12 +267,13 @@ def run_child(payload: Mapping[str, Any], log_file: Path, threads: int = 1) -> i
 def run_grid(root: Path, settings: Mapping[str, Any], threads: int = 1,
              order: Iterable[tuple[float, str, int | None]] | None = None,
              on_result: Callable[[list[dict[str, Any]]], None] | None = None,
-             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+             log: Callable[[str], None] = print, run_missing: bool = True) -> list[dict[str, Any]]:
     """Build the buffers, run the missing cells (each in a child process), collect every result.
 
     ``order`` runs the cells in another order (default :func:`cells`); ``on_result`` is called
     with all results so far after each cell, so a caller can write a partial table as it goes.
-    Each result carries its ``noise``, ``cell_dir`` and ``time_s``.
+    Each result carries its ``noise``, ``cell_dir`` and ``time_s``. ``run_missing=False`` only
+    collects the cells already done (a table of a grid that several processes share).
     """
     from mdw_kit.runs import read_json
     todo = list(order) if order is not None else cells(settings)
@@ -280,7 +282,7 @@ def run_grid(root: Path, settings: Mapping[str, Any], threads: int = 1,
     for noise, method, budget in todo:
         d = cell_dir(root, settings, noise, method, budget)
         retire_stale_cell(d, method, budget, cell_distill_options(settings), log=log)
-        if not (d / "result.json").exists():
+        if run_missing and not (d / "result.json").exists():
             if noise not in built:
                 ensure_buffers(root, settings, noise, log=log)
                 built.add(noise)

@@ -79,6 +79,8 @@ class PipelineConfig:
             over["baselines"] = list(self.baselines)
         from .presets import model_section
         out = merge({**p, "data": data, "model": model_section(p["model"], over.pop("model"))}, over)
+        from .distill.distiller import merge_iterations
+        out["distill"]["config"] = merge_iterations(p["distill"].get("config", {}), over["distill"]["config"])
         d, e = out["distill"]["config"], out["experts"]["dual_track"]
         if "max_start_epoch" in d and "epochs" in e:  # leave room for the matched segment
             d["max_start_epoch"] = max(1, min(d["max_start_epoch"], e["epochs"] - d.get("segment_epochs", 2)))
@@ -141,8 +143,8 @@ def run_pipeline(out: str | Path, cfg: PipelineConfig | None = None) -> dict[str
                                  image_ids=[data.train.image_ids[int(i)] for i in data.train.pair_image])
     report.save(run.path)
     budget = p["distill"]["budget"]
-    _say(run, t_start, f"[3/5] MDW distillation: {budget} pairs, {p['distill']['config']['iterations']} iterations")
     dist = stages.distiller(data, buf, run_dir=Path(run.path) / "distill", preset=p)
+    _say(run, t_start, f"[3/5] MDW distillation: {budget} pairs, {dist.cfg.iterations} iterations")
     syn = dist.run()
     run.write_json("distill/history.json", dist.history)
     _say(run, t_start, f"[4/5] evaluation: fresh models on MDW and {len(p['baselines'])} baselines, "

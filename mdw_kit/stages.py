@@ -145,7 +145,8 @@ def build_buffer(data: Any, run_dir: str | Path, config: Any = None, *, runs: in
 
 
 def _distill_overrides(config: Mapping[str, Any] | None, preset: dict[str, Any]) -> dict[str, Any]:
-    return {**preset.get("distill", {}).get("config", {}), **dict(config or {})}
+    from mdw_kit.distill.distiller import merge_iterations
+    return merge_iterations(dict(preset.get("distill", {}).get("config", {})), dict(config or {}))
 
 
 def distiller(data: Any, buffer: Any, *, method: str | None = None, budget: int | None = None,

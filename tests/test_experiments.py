@@ -145,3 +145,15 @@ def test_the_headline_runs_the_important_cells_first(bench):
     first_ablation = next(i for i, c in enumerate(order) if c[1] == "mdw_no_dual")
     assert all(c[0] == 0.5 for c in order[:first_ablation])      # the main methods of 50% before any ablation
     assert {c[2] for c in order[:first_ablation] if c[2] is not None} == {100, 200, 500}
+
+
+def test_collecting_a_shared_grid_reads_the_done_cells_and_runs_nothing(tmp_path, monkeypatch):
+    settings = X.grid_settings("smoke", noise=[0.5], budgets=[20], methods=["random", "clean_random"])
+    done = X.cell_dir(tmp_path, settings, 0.5, "random", 20)
+    done.mkdir(parents=True)
+    (done / "result.json").write_text(json.dumps({"method": "random", "spec": asdict(METHODS["random"]),
+                                                  "mean": {"R-sum": 3.0}}))
+    monkeypatch.setattr(X, "run_child", lambda *a, **k: pytest.fail("a cell was run"))
+    monkeypatch.setattr(X, "ensure_buffers", lambda *a, **k: pytest.fail("a buffer was built"))
+    results = X.run_grid(tmp_path, settings, run_missing=False, log=lambda m: None)
+    assert [(r["method"], r["noise"]) for r in results] == [("random", 0.5)]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import mdw_kit as mk
+from mdw_kit import experiments as X
 from mdw_kit.distill.methods import distiller_for
 from mdw_kit.models.retrieval import ImageTower, StemFeatures
 from mdw_kit.pipeline import PipelineConfig
@@ -94,6 +95,17 @@ def test_pipeline_config_resolves_overrides_over_the_preset():
     assert p["data"]["options"] == {"num_images": 50}  # the preset's openmoji options are dropped
     assert p["distill"]["budget"] == 30 and p["model"]["tower"] == "convnet3"
     assert p["distill"]["config"]["max_start_epoch"] <= 3 - p["distill"]["config"]["segment_epochs"]
+
+
+def test_the_default_preset_scales_iterations_with_the_budget_unless_a_count_is_given():
+    from mdw_kit.distill.methods import METHODS
+    for budget, its in ((100, 150), (200, 300), (500, 750)):
+        cfg = mk.stages._distill_overrides(None, load_preset("default"))
+        assert METHODS["mdw"].distill_config(budget, cfg).iterations == its
+    p = PipelineConfig(iterations=40).resolved()["distill"]["config"]
+    assert METHODS["mdw"].distill_config(500, p).iterations == 40
+    s = X.grid_settings("default", budgets=[200], distill={"iterations": 60})
+    assert METHODS["lors"].distill_config(200, s["distill"]).iterations == 60
 
 
 def test_distiller_is_the_stage_not_yet_run_and_feeds_a_callback(data, buffer):

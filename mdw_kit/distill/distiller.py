@@ -86,6 +86,11 @@ class DistillConfig(ConfigMixin):
             (``benchmarks/results/tune_noise50_mdw_M200_iterations300.json``) 200 pairs scored
             validation R-sum 119.2 with 300 iterations against 112.6 with the preset's 150, and 500
             pairs 124.0 with 600 against 111.5 (``tune_noise50_mdw_M500_iterations600.json``).
+        iterations_per_100_pairs: when > 0, sets ``iterations`` to this many per 100 pairs of the
+            budget (rounded up), so one setting serves every budget; the default preset uses 150
+            (150 / 300 / 750 iterations at 100 / 200 / 500 pairs). 0 keeps ``iterations``. An
+            explicit ``iterations`` override of a preset drops the preset's per-100 setting
+            (:func:`merge_iterations`).
         syn_steps: ``N`` student steps per iteration.
         segment_epochs: ``D``, the length in expert epochs of the matched trajectory segment
             (``theta_t`` to ``theta_{t+D}``); not a training epoch count (saved configs that call
@@ -154,6 +159,7 @@ class DistillConfig(ConfigMixin):
 
     num_pairs: int = 100
     iterations: int = 500
+    iterations_per_100_pairs: int = 0
     syn_steps: int = 10
     segment_epochs: int = 2
     max_start_epoch: int = 5
@@ -198,6 +204,11 @@ class DistillConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         self.ceo_clip = tuple(float(c) for c in self.ceo_clip)
+        if self.iterations_per_100_pairs < 0:
+            raise ValueError("DistillConfig.iterations_per_100_pairs must be >= 0 (0 keeps iterations), "
+                             f"got {self.iterations_per_100_pairs}")
+        if self.iterations_per_100_pairs > 0:
+            self.iterations = max(1, math.ceil(self.num_pairs * self.iterations_per_100_pairs / 100))
         if self.mode not in MODES:
             raise ValueError(f"DistillConfig.mode must be one of {MODES}, got {self.mode!r}")
         bad = [n for n in ("num_pairs", "iterations", "syn_steps", "segment_epochs", "max_start_epoch",
@@ -244,6 +255,20 @@ class TrajectoryList:
 
     def trajectory(self, i: int) -> torch.Tensor:
         return self._t[i]
+
+
+def merge_iterations(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base`` (DistillConfig fields), where an explicit ``iterations`` in
+    ``over`` also drops ``base``'s ``iterations_per_100_pairs``: a count asked for is the count run.
+
+    Example:
+        >>> merge_iterations({"iterations_per_100_pairs": 150, "lr_img": 0.003}, {"iterations": 40})
+        {'lr_img': 0.003, 'iterations': 40}
+    """
+    out = {**base, **over}
+    if "iterations" in over and "iterations_per_100_pairs" not in over:
+        out.pop("iterations_per_100_pairs", None)
+    return out
 
 
 def _as_buffer(buffer: Any) -> Any:

@@ -165,6 +165,18 @@ def test_config_round_trip_and_validation():
         DistillConfig(lr_img=0)
 
 
+def test_iterations_per_100_pairs_scale_with_the_budget_and_an_explicit_count_wins():
+    assert [DistillConfig(num_pairs=m, iterations_per_100_pairs=150).iterations for m in (100, 200, 500, 30)] \
+        == [150, 300, 750, 45]
+    assert DistillConfig(num_pairs=200, iterations=40).iterations == 40  # 0: iterations as given
+    with pytest.raises(ValueError, match="iterations_per_100_pairs"):
+        DistillConfig(iterations_per_100_pairs=-1)
+    merged = distiller.merge_iterations({"iterations_per_100_pairs": 150, "lr_img": 0.003}, {"iterations": 40})
+    assert DistillConfig(num_pairs=500, **merged).iterations == 40
+    kept = distiller.merge_iterations({"iterations_per_100_pairs": 150}, {"lr_img": 0.001})
+    assert DistillConfig(num_pairs=500, **kept).iterations == 750
+
+
 def test_wrong_model_for_the_trajectories_is_an_error():
     with pytest.raises(ArtifactError, match="parameters"):
         Distiller(tiny_config(), [torch.zeros(3, 7)], tiny_model(), *tiny_data())
