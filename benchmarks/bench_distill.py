@@ -151,8 +151,13 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) 
 
 
 def run_cost_probe(root: Path, settings: dict[str, Any], threads: int, run: bool = True) -> dict[str, Any] | None:
-    """The probe's figures (run now unless ``run`` is false or it ran before with these settings)."""
-    f = root / "probes" / f"cost-{X.short_hash(settings)}-t{threads}.json"
+    """The probe's figures (run now unless ``run`` is false or it ran before with these settings).
+
+    Keyed by what decides the probe (not the grid's other budgets, noise rates or methods), so
+    grids that share a work folder share it."""
+    key = {k: v for k, v in settings.items() if k not in ("methods", "budgets", "noise")}
+    key.update(budget=min(settings["budgets"]), noise=0.5 if 0.5 in settings["noise"] else settings["noise"][0])
+    f = root / "probes" / f"cost-{X.short_hash(key)}-t{threads}.json"
     if run and not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
         print("probe: iteration cost vs one backbone forward + backward ...", flush=True)
