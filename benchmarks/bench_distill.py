@@ -121,14 +121,18 @@ def priority_order(settings: dict[str, Any]) -> list[tuple[float, str, int | Non
 
 
 # ------------------------------------------------------------------ cost probe (child process)
+def probe_cell(settings: dict[str, Any]) -> tuple[int, float]:
+    """The (budget, noise) the cost probe measures: the smallest budget, 50% noise where present."""
+    return min(settings["budgets"]), 0.5 if 0.5 in settings["noise"] else settings["noise"][0]
+
+
 def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) -> None:
     """Seconds per distillation iteration (MDW, smallest budget, 50% noise) next to one forward +
     backward of the image tower over the M synthetic images, to the pixels."""
     import torch
 
     from mdw_kit import stages
-    budget = min(settings["budgets"])
-    noise = 0.5 if 0.5 in settings["noise"] else settings["noise"][0]
+    budget, noise = probe_cell(settings)
     data = X.load_data(settings, noise)
     buf = X.ensure_buffers(root, settings, noise, data)["dual_track"]
     over = dict(settings["distill"], progress=False, checkpoint_every=0, save_maps_every=0, lr_init=0.01)
@@ -156,7 +160,7 @@ def run_cost_probe(root: Path, settings: dict[str, Any], threads: int, run: bool
     Keyed by what decides the probe (not the grid's other budgets, noise rates or methods), so
     grids that share a work folder share it."""
     key = {k: v for k, v in settings.items() if k not in ("methods", "budgets", "noise")}
-    key.update(budget=min(settings["budgets"]), noise=0.5 if 0.5 in settings["noise"] else settings["noise"][0])
+    key["budget"], key["noise"] = probe_cell(settings)
     f = root / "probes" / f"cost-{X.short_hash(key)}-t{threads}.json"
     if run and not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
