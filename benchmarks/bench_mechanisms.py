@@ -2,7 +2,8 @@
 
 Default regime (EfficientNet-Lite0 ImageNet 64 px frozen, MiniLM, linear heads; preset ``default``)
 on the ``shapes`` source (scenes with named objects and boxes), 50% noise, 100 pairs. Per variant
-(DistillConfig fields over the preset's) and seed it distils once through the stage API and reports
+(DistillConfig fields over the preset's; a ``"method"`` key picks another method such as the
+ablations ``mdw_no_ceo`` / ``mdw_no_corr``, default ``mdw``) and seed it distils once through the stage API and reports
 (:func:`mdw_kit.distill.diagnostics.mechanism_figures`, :func:`mdw_kit.evaluation.pointing.distilled_pointing_game`):
 
 - P~: mean off-diagonal share of a row's normalised mass (target >= 5%), the Spearman correlation
@@ -22,6 +23,7 @@ images above every variant's final ones (seed 0) into ``docs/images/mechanisms_b
 
     python benchmarks/bench_mechanisms.py --variant plain='{}' --out benchmarks/results/mechanisms_plain.json
     python benchmarks/bench_mechanisms.py --variant dsa='{"augment_strength": 1.0}' --out .../mechanisms_dsa.json
+    python benchmarks/bench_mechanisms.py --variant no_ceo='{"method": "mdw_no_ceo"}' --out .../mechanisms_no_ceo.json
     python benchmarks/bench_mechanisms.py --grid --variant plain='{}' --variant dsa='{"augment_strength": 1.0}'
 """
 from __future__ import annotations
@@ -43,7 +45,7 @@ TARGETS = {"off_share": 0.05, "caption_spearman": 0.3, "shared_object_ratio": 3.
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """``NAME=JSON`` -> ``(name, DistillConfig overrides)``."""
+    """``NAME=JSON`` -> ``(name, DistillConfig overrides)``; the JSON may also name a ``"method"``."""
     name, sep, body = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"--variant wants NAME=JSON, got {text!r}")
@@ -60,8 +62,10 @@ def distil_one(mk, data, buf, cfg: dict, seed: int, iterations: int, folder: Pat
     art = folder / "artifacts" / "distilled"
     if (art / "distilled.json").exists():
         return DistilledSet.load(art)
+    cfg = dict(cfg)
+    method = cfg.pop("method", "mdw")
     config = {**cfg, "seed": seed, "iterations": iterations, "save_maps_every": iterations, "progress": False}
-    return mk.distill(data, buf, method="mdw", budget=100, config=config, run_dir=folder)
+    return mk.distill(data, buf, method=method, budget=100, config=config, run_dir=folder)
 
 
 def row_for(mk, viz, diag, syn, data, reference, eval_seeds) -> dict:

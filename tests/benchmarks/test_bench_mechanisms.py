@@ -34,3 +34,21 @@ def test_summary_skips_a_figure_undefined_for_one_seed(bench):
     out = bench.summarise(rows)
     assert out["pointing_final_named"][0] == pytest.approx(0.7)
     assert "variant" not in out
+
+
+def test_a_variant_can_name_another_method(bench, tmp_path):
+    calls = []
+
+    class Stages:  # stands in for mdw_kit: records what distil_one asks the stage API for
+        @staticmethod
+        def distill(data, buf, method, budget, config, run_dir):
+            calls.append((method, config))
+            return "set"
+
+    _, cfg = bench.parse_variant('no_ceo={"method": "mdw_no_ceo", "lr_img": 0.001}')
+    assert bench.distil_one(Stages, None, None, cfg, 2, 5, tmp_path / "a") == "set"
+    assert bench.distil_one(Stages, None, None, {}, 0, 5, tmp_path / "b") == "set"
+    (m1, c1), (m2, _) = calls
+    assert (m1, m2) == ("mdw_no_ceo", "mdw")
+    assert "method" not in c1 and c1["lr_img"] == 0.001 and c1["seed"] == 2 and c1["iterations"] == 5
+    assert cfg == {"method": "mdw_no_ceo", "lr_img": 0.001}  # the variant itself is not changed
