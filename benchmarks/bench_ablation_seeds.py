@@ -8,19 +8,28 @@ for each ablation, the per-seed difference ``MDW - ablation`` of the mean test R
 its standard error over the distillation seeds and ``z = mean / SE``. The issue's target is that
 each ablation loses at least 2 standard errors (``z >= 2``).
 
-Writes ``{"command", "settings", "distill_seeds", "rows": [{"method", "distill_seed", "rsum_mean",
-"seeds", "val_rsum_mean"}], "summary": {method: {...}}, "comparisons": [{"ablation", "diffs",
-"mean_diff", "se", "z", "met"}]}``.
+A ``--variant NAME=JSON`` is a method with DistillConfig fields of its own, compared like the
+methods: ``{"method": "mdw", "distill": {"ceo_beta": 0.2}}`` is MDW with a weaker CEO (a CEO
+strength sweep). The first of ``--methods`` (then the variants) is the reference the others are
+compared against.
+
+Writes ``{"command", "distill_seeds", "distill_settings", "variants", "rows": [{"method",
+"distill_seed", "rsum_mean", "seeds", "val_rsum_mean"}], "summary": {name: {...}},
+"comparisons": [{"ablation", "diffs", "mean_diff", "se", "z", "met"}]}`` (``method`` is the
+variant's name; ``variants`` says what each name ran).
 
 Usage::
 
     python benchmarks/bench_ablation_seeds.py --threads 1 --work-dir W --distill-seeds 0 1 2 \\
         --out benchmarks/results/ablation_seeds_noise50_M100.json
     python benchmarks/bench_ablation_seeds.py --methods mdw mdw_no_ceo --distill-option lr_img=0.001 ...
+    python benchmarks/bench_ablation_seeds.py --methods mdw_no_ceo mdw \
+        --variant 'beta0.2={"method": "mdw", "distill": {"ceo_beta": 0.2}}' ...
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import statistics
@@ -48,11 +57,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--distill-option", action="append", default=[], metavar="KEY=VALUE",
                    help="DistillConfig field over the preset's, for every method (repeatable)")
+    p.add_argument("--variant", type=parse_variant, action="append", default=[], metavar="NAME=JSON",
+                   help='a method with DistillConfig fields of its own, compared after --methods, e.g. '
+                        '\'beta0.2={"method": "mdw", "distill": {"ceo_beta": 0.2}}\' (repeatable)')
     p.add_argument("--work-dir", type=Path, help="buffers and cells (default: cache_dir('bench_distill'))")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--collect-only", action="store_true", help="only read the cells already done")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ablation_seeds.json")
     return p.parse_args(argv)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=JSON`` -> ``(NAME, {"method": ..., "distill": {...}})``; a clear error otherwise.
+
+    >>> parse_variant('b={"method": "mdw", "distill": {"ceo_beta": 0.2}}')
+    ('b', {'method': 'mdw', 'distill': {'ceo_beta': 0.2}})
+    """
+    from mdw_kit.distill.methods import METHODS
+    name, sep, body = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--variant wants NAME=JSON, got {text!r}")
+    try:
+        spec = json.loads(body)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"--variant {name}: not JSON ({e})") from e
+    if not isinstance(spec, dict) or set(spec) - {"method", "distill"} or not isinstance(spec.get("distill", {}), dict):
+        raise argparse.ArgumentTypeError(f"--variant {name}: wants an object with 'method' and 'distill' "
+                                         f"(DistillConfig fields), got {body}")
+    method = spec.get("method", "mdw")
+    if method not in METHODS or METHODS[method].kind != "distill":
+        raise argparse.ArgumentTypeError(f"--variant {name}: 'method' must be a distillation method, got {method!r}")
+    if "seed" in spec.get("distill", {}):
+        raise argparse.ArgumentTypeError(f"--variant {name}: the seed is set by --distill-seeds")
+    return name, {"method": method, "distill": dict(spec.get("distill", {}))}
 
 
 def paired_comparison(ref: Mapping[int, float], other: Mapping[int, float]) -> dict[str, Any]:
@@ -74,8 +111,8 @@ def paired_comparison(ref: Mapping[int, float], other: Mapping[int, float]) -> d
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> tuple[dict, list[dict]]:
-    """Per method: mean and sd of the per-seed cell means (and over every evaluation); per ablation:
-    :func:`paired_comparison` against the first method, with ``met`` = ``z >= 2``."""
+    """Per method (or variant name): mean and sd of the per-seed cell means (and over every
+    evaluation); per ablation: :func:`paired_comparison` against the first, with ``met`` = ``z >= 2``."""
     per = {m: {r["distill_seed"]: r["rsum_mean"] for r in rows if r["method"] == m} for m in methods}
     summary = {}
     for m in methods:
@@ -98,34 +135,47 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     from mdw_kit.cli import parse_options
+    from mdw_kit.distill.methods import get_method
     from mdw_kit.runs import write_json
     from mdw_kit.utils import cache_dir
     opts = parse_options(args.distill_option, "--distill-option") if args.distill_option else {}
     if "seed" in opts:
         raise SystemExit("error: --distill-option seed=... is set by --distill-seeds")
+    variants = {m: {"method": m, "distill": {}} for m in args.methods}
+    for name, v in args.variant:
+        if name in variants:
+            raise SystemExit(f"error: --variant {name}: that name is taken (by --methods or another variant)")
+        variants[name] = v
+    names = list(variants)
     root = args.work_dir or cache_dir("bench_distill")
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    settings_by_seed = {}
-    for s in args.distill_seeds:
+    settings_by_seed, plan = {}, []
+    for s in args.distill_seeds:  # every cell's settings first, so a bad override fails before any runs
         # seed 0 is DistillConfig's default: leaving it out keeps the headline grid's cell key
         over = dict(opts, **({"seed": s} if s else {}))
-        try:
-            settings = X.grid_settings(args.preset, noise=[args.noise], budgets=[args.budget],
-                                       methods=list(args.methods), distill=over)
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
-        settings_by_seed[s] = settings["distill"]
-        print(f"distillation seed {s}", flush=True)
+        for name, v in variants.items():
+            try:
+                settings = X.grid_settings(args.preset, noise=[args.noise], budgets=[args.budget],
+                                           methods=[v["method"]], distill={**over, **v["distill"]})
+                get_method(v["method"]).distill_config(args.budget, settings["distill"])
+            except ValueError as e:
+                raise SystemExit(f"error: {name}: {e}") from None
+            plan.append((s, name, settings))
+        settings_by_seed[s] = X.grid_settings(args.preset, noise=[args.noise], budgets=[args.budget],
+                                              methods=["mdw"], distill=over)["distill"]
+    for s, name, settings in plan:
+        print(f"distillation seed {s}: {name}", flush=True)
         for r in X.run_grid(root, settings, threads=args.threads, run_missing=not args.collect_only):
             row = X.headline_rows([r])[0]
-            rows.append({"method": row["method"], "distill_seed": s, "rsum_mean": row["rsum_mean"],
-                         "rsum_sd": row["rsum_sd"], "seeds": row["seeds"], "val_rsum_mean": row["val_rsum_mean"],
-                         "time_s": row["time_s"]})
-    summary, comps = summarise(rows, args.methods)
+            rows.append({"method": name, "distill_seed": s, "rsum_mean": row["rsum_mean"],
+                         "rsum_sd": row["rsum_sd"], "seeds": row["seeds"],
+                         "val_rsum_mean": row["val_rsum_mean"], "time_s": row["time_s"]})
+    summary, comps = summarise(rows, names)
     write_json(args.out, {"command": shlex.join(["python", "benchmarks/bench_ablation_seeds.py", *argv]),
                           "noise": args.noise, "budget": args.budget, "distill_seeds": args.distill_seeds,
-                          "distill_settings": settings_by_seed, "rows": rows, "summary": summary,
+                          "distill_settings": settings_by_seed, "variants": variants, "rows": rows,
+                          "summary": summary,
                           "comparisons": comps, "target": f"each ablation loses >= {TARGET_Z:g} SE (z)",
                           "wall_time_s": time.perf_counter() - t0})
     for m, v in summary.items():

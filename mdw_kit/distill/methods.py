@@ -114,15 +114,28 @@ class MethodSpec:
     def distill_config(self, M: int, overrides: Mapping[str, Any] | None = None) -> DistillConfig:
         """The :class:`DistillConfig` of this method at budget ``M`` (``overrides`` for the rest).
 
-        The switches win over ``overrides``: an override of ``corr``, ``ceo_beta`` or ``init``
-        is an error, so a method always is what its name says.
+        The switches win over ``overrides``: an override of ``corr`` or ``init`` is an error, so
+        a method always is what its name says. ``ceo_beta`` is the one exception, as a strength
+        rather than a switch: a method with CEO on takes another positive strength (a CEO
+        strength sweep), while turning CEO off (0) or on (a method without it) is an error.
+
+        Example:
+            >>> get_method("mdw").distill_config(50, {"ceo_beta": 0.2}).ceo_beta
+            0.2
         """
         overrides = dict(overrides or {})
-        clash = sorted({"corr", "ceo_beta", "init", "num_pairs"} & set(overrides))
+        clash = sorted({"corr", "init", "num_pairs"} & set(overrides))
         if clash:
             raise ValueError(f"method {self.name!r}: {clash} are set by the method itself; "
                              "choose another method instead of overriding them")
-        return DistillConfig(num_pairs=M, corr=self.corr, ceo_beta=self.ceo_beta,
+        beta = overrides.pop("ceo_beta", self.ceo_beta)
+        if self.ceo_beta == 0 and beta != 0:
+            raise ValueError(f"method {self.name!r} runs without CEO; ceo_beta={beta} would turn it on "
+                             "(choose a method with CEO, such as 'mdw')")
+        if self.ceo_beta > 0 and not (isinstance(beta, (int, float)) and beta > 0):
+            raise ValueError(f"method {self.name!r}: ceo_beta must be > 0 (its CEO strength), got {beta!r}; "
+                             "CEO off is the method 'mdw_no_ceo'")
+        return DistillConfig(num_pairs=M, corr=self.corr, ceo_beta=float(beta),
                              init=_INIT_SELECTION[self.init], **overrides)
 
 

@@ -34,8 +34,8 @@ def test_an_ablation_that_wins_misses_the_target(bench):
     assert by["mdw_no_corr"]["mean_diff"] == pytest.approx(10.0) and by["mdw_no_corr"]["met"] is True
 
 
-def _fake_cell(root, seed, method, rsum):
-    over = {"seed": seed} if seed else {}
+def _fake_cell(root, seed, method, rsum, distill=None):
+    over = dict(distill or {}, **({"seed": seed} if seed else {}))
     settings = X.grid_settings("default", noise=[0.5], budgets=[100], methods=[method], distill=over)
     d = X.cell_dir(root, settings, 0.5, method, 100)
     d.mkdir(parents=True)
@@ -67,3 +67,29 @@ def test_collect_only_reads_the_cells_of_each_distillation_seed(bench, tmp_path)
 def test_the_seed_is_not_a_distill_option(bench, tmp_path):
     with pytest.raises(SystemExit, match="--distill-seeds"):
         bench.main(["--collect-only", "--work-dir", str(tmp_path), "--distill-option", "seed=3"])
+
+
+def test_a_variant_is_a_method_with_its_own_distill_fields(bench, tmp_path):
+    for seed, (a, b) in enumerate(((100.0, 97.0), (104.0, 103.0))):
+        _fake_cell(tmp_path, seed, "mdw_no_ceo", a)
+        _fake_cell(tmp_path, seed, "mdw", b, {"ceo_beta": 0.2})
+    _fake_cell(tmp_path, 0, "mdw", 50.0)  # the default strength: another cell, not read by the variant
+    out = tmp_path / "a.json"
+    assert bench.main(["--collect-only", "--work-dir", str(tmp_path), "--distill-seeds", "0", "1",
+                       "--methods", "mdw_no_ceo", "--variant", 'b02={"method": "mdw", "distill": {"ceo_beta": 0.2}}',
+                       "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["variants"]["b02"] == {"method": "mdw", "distill": {"ceo_beta": 0.2}}
+    (c,) = doc["comparisons"]
+    assert c["reference"] == "mdw_no_ceo" and c["ablation"] == "b02" and c["diffs"] == [3.0, 1.0]
+
+
+def test_bad_variants_are_refused_before_anything_runs(bench, tmp_path):
+    with pytest.raises(SystemExit, match="without CEO"):
+        bench.main(["--work-dir", str(tmp_path), "--methods", "mdw",
+                    "--variant", 'x={"method": "lors", "distill": {"ceo_beta": 0.2}}'])
+    with pytest.raises(SystemExit, match="name is taken"):
+        bench.main(["--work-dir", str(tmp_path), "--methods", "mdw", "--variant", 'mdw={"method": "mdw"}'])
+    with pytest.raises(SystemExit):
+        bench.main(["--work-dir", str(tmp_path), "--variant", "x={not json"])
+    assert not (tmp_path / "cells").exists()

@@ -132,10 +132,20 @@ def test_clear_errors(setup):
         run_method("lors", data, BUDGET, {"dual_track": buffers["dual_track"]}, distill=DISTILL, eval_cfg=EVAL)
     with pytest.raises(ValueError, match="set by the method itself"):
         get_method("mdw").distill_config(BUDGET, {"corr": "identity"})
+    with pytest.raises(ValueError, match="mdw_no_ceo"):
+        get_method("mdw").distill_config(BUDGET, {"ceo_beta": 0})
+    with pytest.raises(ValueError, match="without CEO"):
+        get_method("lors").distill_config(BUDGET, {"ceo_beta": 0.2})
     with pytest.raises(ValueError, match="unknown method"):
         get_method("nope")
     with pytest.raises(ValueError, match="kind"):
         MethodSpec("bad", "other")
+
+
+def test_ceo_strength_is_tunable_where_ceo_is_on():
+    assert get_method("mdw").distill_config(BUDGET, {"ceo_beta": 0.2}).ceo_beta == 0.2
+    assert get_method("mdw").distill_config(BUDGET).ceo_beta == METHODS["mdw"].ceo_beta
+    assert get_method("mdw_no_ceo").distill_config(BUDGET, {"ceo_beta": 0}).ceo_beta == 0
 
 
 def test_fixed_rate_distiller_keeps_eta(setup):
