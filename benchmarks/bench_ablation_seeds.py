@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", type=parse_variant, action="append", default=[], metavar="NAME=JSON",
                    help='a method with DistillConfig fields of its own, compared after --methods, e.g. '
                         '\'beta0.2={"method": "mdw", "distill": {"ceo_beta": 0.2}}\' (repeatable)')
+    p.add_argument("--expert-runs", type=int, help="dual-track (and naive) runs per buffer (default: the preset's)")
+    p.add_argument("--expert-epochs", type=int, help="epochs per expert run (default: the preset's)")
     p.add_argument("--work-dir", type=Path, help="buffers and cells (default: cache_dir('bench_distill'))")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--collect-only", action="store_true", help="only read the cells already done")
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.work_dir or cache_dir("bench_distill")
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    experts = {k: v for k, v in (("epochs", args.expert_epochs), ("num_runs", args.expert_runs)) if v}
     settings_by_seed, plan = {}, []
     for s in args.distill_seeds:  # every cell's settings first, so a bad override fails before any runs
         # seed 0 is DistillConfig's default: leaving it out keeps the headline grid's cell key
@@ -157,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, v in variants.items():
             try:
                 settings = X.grid_settings(args.preset, noise=[args.noise], budgets=[args.budget],
-                                           methods=[v["method"]], distill={**over, **v["distill"]})
+                                           methods=[v["method"]], distill={**over, **v["distill"]},
+                                           experts=experts)
                 get_method(v["method"]).distill_config(args.budget, settings["distill"])
             except ValueError as e:
                 raise SystemExit(f"error: {name}: {e}") from None
             plan.append((s, name, settings))
         settings_by_seed[s] = X.grid_settings(args.preset, noise=[args.noise], budgets=[args.budget],
-                                              methods=["mdw"], distill=over)["distill"]
+                                              methods=["mdw"], distill=over, experts=experts)["distill"]
     for s, name, settings in plan:
         print(f"distillation seed {s}: {name}", flush=True)
         for r in X.run_grid(root, settings, threads=args.threads, run_missing=not args.collect_only):
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     summary, comps = summarise(rows, names)
     write_json(args.out, {"command": shlex.join(["python", "benchmarks/bench_ablation_seeds.py", *argv]),
                           "noise": args.noise, "budget": args.budget, "distill_seeds": args.distill_seeds,
-                          "distill_settings": settings_by_seed, "variants": variants, "rows": rows,
+                          "distill_settings": settings_by_seed, "variants": variants,
+                          "experts": plan[0][2]["experts"] if plan else None, "rows": rows,
                           "summary": summary,
                           "comparisons": comps, "target": f"each ablation loses >= {TARGET_Z:g} SE (z)",
                           "wall_time_s": time.perf_counter() - t0})

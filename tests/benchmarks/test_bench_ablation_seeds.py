@@ -34,9 +34,10 @@ def test_an_ablation_that_wins_misses_the_target(bench):
     assert by["mdw_no_corr"]["mean_diff"] == pytest.approx(10.0) and by["mdw_no_corr"]["met"] is True
 
 
-def _fake_cell(root, seed, method, rsum, distill=None):
+def _fake_cell(root, seed, method, rsum, distill=None, experts=None):
     over = dict(distill or {}, **({"seed": seed} if seed else {}))
-    settings = X.grid_settings("default", noise=[0.5], budgets=[100], methods=[method], distill=over)
+    settings = X.grid_settings("default", noise=[0.5], budgets=[100], methods=[method], distill=over,
+                               experts=experts)
     d = X.cell_dir(root, settings, 0.5, method, 100)
     d.mkdir(parents=True)
     spec = METHODS[method]
@@ -93,3 +94,13 @@ def test_bad_variants_are_refused_before_anything_runs(bench, tmp_path):
     with pytest.raises(SystemExit):
         bench.main(["--work-dir", str(tmp_path), "--variant", "x={not json"])
     assert not (tmp_path / "cells").exists()
+
+
+def test_expert_runs_select_the_cells_of_that_buffer(bench, tmp_path):
+    _fake_cell(tmp_path, 0, "mdw", 100.0)
+    _fake_cell(tmp_path, 0, "mdw", 120.0, experts={"num_runs": 8})
+    out = tmp_path / "a.json"
+    assert bench.main(["--collect-only", "--work-dir", str(tmp_path), "--distill-seeds", "0", "--methods", "mdw",
+                       "--expert-runs", "8", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["rsum_mean"] for r in doc["rows"]] == [120.0] and doc["experts"]["num_runs"] == 8
