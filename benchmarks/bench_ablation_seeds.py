@@ -23,13 +23,12 @@ Usage::
     python benchmarks/bench_ablation_seeds.py --threads 1 --work-dir W --distill-seeds 0 1 2 \\
         --out benchmarks/results/ablation_seeds_noise50_M100.json
     python benchmarks/bench_ablation_seeds.py --methods mdw mdw_no_ceo --distill-option lr_img=0.001 ...
-    python benchmarks/bench_ablation_seeds.py --methods mdw_no_ceo mdw \
+    python benchmarks/bench_ablation_seeds.py --methods mdw_no_ceo mdw \\
         --variant 'beta0.2={"method": "mdw", "distill": {"ceo_beta": 0.2}}' ...
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import statistics
@@ -75,17 +74,12 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     >>> parse_variant('b={"method": "mdw", "distill": {"ceo_beta": 0.2}}')
     ('b', {'method': 'mdw', 'distill': {'ceo_beta': 0.2}})
     """
+    from mdw_kit.cli.common import named_json
     from mdw_kit.distill.methods import METHODS
-    name, sep, body = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--variant wants NAME=JSON, got {text!r}")
-    try:
-        spec = json.loads(body)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"--variant {name}: not JSON ({e})") from e
+    name, spec = named_json(text)
     if not isinstance(spec, dict) or set(spec) - {"method", "distill"} or not isinstance(spec.get("distill", {}), dict):
         raise argparse.ArgumentTypeError(f"--variant {name}: wants an object with 'method' and 'distill' "
-                                         f"(DistillConfig fields), got {body}")
+                                         f"(DistillConfig fields), got {text.partition('=')[2]}")
     method = spec.get("method", "mdw")
     if method not in METHODS or METHODS[method].kind != "distill":
         raise argparse.ArgumentTypeError(f"--variant {name}: 'method' must be a distillation method, got {method!r}")
@@ -166,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:
                 raise SystemExit(f"error: {name}: {e}") from None
             plan.append((s, name, settings))
-        settings_by_seed[s] = X.grid_settings(args.preset, noise=[args.noise], budgets=[args.budget],
-                                              methods=["mdw"], distill=over, experts=experts)["distill"]
+        base = X.grid_settings(args.preset, noise=[args.noise], budgets=[args.budget],
+                               methods=["mdw"], distill=over, experts=experts)
+        settings_by_seed[s] = base["distill"]
     for s, name, settings in plan:
         print(f"distillation seed {s}: {name}", flush=True)
         for r in X.run_grid(root, settings, threads=args.threads, run_missing=not args.collect_only):
@@ -179,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, {"command": shlex.join(["python", "benchmarks/bench_ablation_seeds.py", *argv]),
                           "noise": args.noise, "budget": args.budget, "distill_seeds": args.distill_seeds,
                           "distill_settings": settings_by_seed, "variants": variants,
-                          "experts": plan[0][2]["experts"] if plan else None, "rows": rows,
+                          "experts": base["experts"], "rows": rows,
                           "summary": summary,
                           "comparisons": comps, "target": f"each ablation loses >= {TARGET_Z:g} SE (z)",
                           "wall_time_s": time.perf_counter() - t0})

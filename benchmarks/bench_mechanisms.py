@@ -46,14 +46,8 @@ TARGETS = {"off_share": 0.05, "caption_spearman": 0.3, "shared_object_ratio": 3.
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """``NAME=JSON`` -> ``(name, DistillConfig overrides)``; the JSON may also name a ``"method"``."""
-    name, sep, body = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--variant wants NAME=JSON, got {text!r}")
-    try:
-        cfg = json.loads(body or "{}")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--variant {name}: not JSON ({e})") from e
-    return name, cfg
+    from mdw_kit.cli.common import named_json
+    return named_json(text)
 
 
 def distil_one(mk, data, buf, cfg: dict, seed: int, iterations: int, folder: Path):

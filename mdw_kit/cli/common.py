@@ -46,6 +46,22 @@ def parse_options(pairs: list[str] | None, flag: str = "--option") -> dict[str, 
     return out
 
 
+def named_json(text: str, flag: str = "--variant") -> tuple[str, Any]:
+    """``NAME=JSON`` (an argparse ``type``) -> ``(NAME, the decoded JSON)``; an empty JSON is ``{}``.
+
+    Example:
+        >>> named_json('fast={"iterations": 10}')
+        ('fast', {'iterations': 10})
+    """
+    name, sep, body = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{flag} wants NAME=JSON, got {text!r}")
+    try:
+        return name, json.loads(body or "{}")
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{flag} {name}: not JSON ({e})") from e
+
+
 def json_object(text: str | None, flag: str) -> dict[str, Any]:
     """The JSON object given to ``flag`` ({} when not given); bad JSON is an error naming the flag.
 
