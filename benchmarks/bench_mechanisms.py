@@ -9,7 +9,8 @@ ablations ``mdw_no_ceo`` / ``mdw_no_corr``, default ``mdw``) and seed it distils
 - P~: mean off-diagonal share of a row's normalised mass (target >= 5%), the Spearman correlation
   over i != j between P~_ij and the MiniLM cosine of the real captions nearest texts i and j
   (target >= 0.3), mean P~_ij between scenes sharing a named object over scenes sharing none
-  (target >= 3x);
+  (target >= 3x), and the off-diagonal share of the rows that started from a mismatched pair
+  against the clean ones, with the AUROC of that share for telling them apart;
 - region maps: pointing game of the CEO maps on the starting and the final images (target >= 0.85
   on the final ones; chance about 0.29), the share of images whose top text names one of their
   objects (the game's ceiling) and the hit share among those (the maps' own accuracy);
@@ -71,6 +72,10 @@ def row_for(mk, viz, diag, syn, data, reference, eval_seeds) -> dict:
                 "pointing_chance": games[-1]["chance"], "pointing_named": games[-1]["named"],
                 "pointing_final_named": games[-1]["share_named"],
                 "shared_object_ratio": fig.pop("shared_object")["ratio"]})
+    mis = fig.pop("mismatched_start", None)
+    if mis is not None:  # rows that started from a mismatched pair: how far P~ moved them off the diagonal
+        fig.update({"off_share_clean_start": mis["off_share_clean"], "off_share_mismatched_start": mis["off_share_mismatched"],
+                    "mismatched_start_auroc": mis["auroc"]})
     if eval_seeds:
         fig["test_rsum"] = mk.evaluate(syn, data, seeds=eval_seeds)["mean"]["R-sum"]
     # a figure undefined for this set (NaN, e.g. no top text names an object) is written as None

@@ -1,10 +1,13 @@
-"""Pointing game of CEO region maps in the notebook-04 set-up, per map method and seed.
+"""Pointing game of CEO region maps in the from-scratch set-up (ConvNet-3 at 32 px), per map method and seed.
+
+The default regime's figures (EfficientNet-Lite0 at 64 px, the set-up of notebook 04) come from
+``bench_mechanisms.py``.
 
 The ``shapes`` source (1000 images, 32 px, 30% injected noise) has object boxes and captions
 that name the objects. For each seed: dual-track experts (one run, 12 epochs), 40 synthetic
 pairs distilled with MDW (starting among the predicted-clean pairs) for 40 iterations, maps saved
-every 10 iterations (the configuration of notebook 04 in full mode, with the seed and the map
-method varied; ``pointing_game.json`` was made when this set-up started from uniformly drawn pairs). A hit
+every 10 iterations (the configuration notebook 04 used before it moved to the default regime, with the seed and
+the map method varied; ``pointing_game.json`` was made when this set-up started from uniformly drawn pairs). A hit
 is a region-map peak inside the box of an object the image's top text names
 (:func:`mdw_kit.evaluation.pointing.distilled_pointing_game`); reported for the maps of the starting images
 (iteration 0) and of the final images, with chance (the boxes' area share) and the share of
@@ -72,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["saliency", "occlusion"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lr-img", type=float, nargs="+", default=[0.01, 0.005, 0.0025],
-                   help="pixel step sizes to compare (DistillConfig.lr_img; notebook 04 uses 0.0025)")
+                   help="pixel step sizes to compare (DistillConfig.lr_img; the set-up's 0.0025)")
     p.add_argument("--eval-seeds", type=int, nargs="*", default=[0, 1, 2],
                    help="fresh models trained on each distilled set and on its starting pairs (none: skip)")
     p.add_argument("--num-images", type=int, default=1000, help="shapes images (default 1000)")
     p.add_argument("--expert-config", default='{"epochs": 12, "warmup_epochs": 4, "batch_size": 16}',
-                   help="DualTrackConfig fields as JSON (default: notebook 04's full mode)")
+                   help="DualTrackConfig fields as JSON (default: the set-up's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pointing_game.json")
     args = p.parse_args(argv)

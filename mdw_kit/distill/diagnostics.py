@@ -9,6 +9,9 @@ image-to-text loss sees, and look at the off-diagonal entries ``i != j`` only:
   to texts that say similar things?
 - :func:`shared_object_ratio`: on scenes with named objects (``shapes``), mean ``P~_ij`` between
   pairs whose starting scenes share an object label over pairs that share none.
+- :func:`mismatched_start_rows`: where the truth is known, the off-diagonal share of the rows
+  whose starting pair was mismatched against those that were clean: does ``P~`` move a
+  mismatched image's mass away from the caption it started with?
 - :func:`caption_recognition`: with a model trained on real pairs, the share of images whose
   own caption ranks in the top ``k`` among all candidate captions (are the images still
   recognisable?).
@@ -111,6 +114,33 @@ def shared_object_ratio(P: torch.Tensor, labels: Sequence[set[str]]) -> dict[str
             "pairs_shared": int(share.sum()), "pairs_none": int(none.sum())}
 
 
+def mismatched_start_rows(P: torch.Tensor, mismatched: Any) -> dict[str, float]:
+    """Off-diagonal share of the rows whose starting pair was mismatched against the clean ones.
+
+    ``mismatched[i]`` says whether synthetic pair ``i`` started from a mismatched real pair. Returns
+    ``off_share_clean``, ``off_share_mismatched`` (mean ``1 - P_ii / sum_j P_ij`` over those rows,
+    NaN for an empty group), their ``ratio`` and ``auroc``: how well a row's off-diagonal share
+    tells the mismatched starts apart (0.5: not at all; NaN when one group is empty).
+
+    Example:
+        >>> P = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.1, 0.9]])
+        >>> out = mismatched_start_rows(P, [False, True, False])
+        >>> round(out["off_share_mismatched"], 2), round(out["off_share_clean"], 2), out["auroc"]
+        (0.5, 0.05, 1.0)
+    """
+    from mdw_kit.evaluation.detection import auroc
+    off = 1.0 - row_shares(P).diagonal()
+    bad = torch.as_tensor(mismatched, dtype=torch.bool).reshape(-1).cpu()
+    if len(bad) != len(off):
+        raise ValueError(f"mismatched has {len(bad)} flags for a {len(off)} x {len(off)} correspondence")
+    nan = float("nan")
+    clean_share = float(off[~bad].mean()) if bool((~bad).any()) else nan
+    bad_share = float(off[bad].mean()) if bool(bad.any()) else nan
+    ratio = bad_share / clean_share if clean_share > 0 else nan
+    return {"off_share_clean": clean_share, "off_share_mismatched": bad_share, "ratio": ratio,
+            "auroc": auroc(off, bad)}
+
+
 def scene_labels(dset: Any, train: Any) -> list[set[str]]:
     """Object labels of the scene each synthetic pair started from (``train`` needs ``boxes``)."""
     if getattr(train, "boxes", None) is None:
@@ -174,7 +204,8 @@ def mechanism_figures(dset: Any, train: Any, train_text: torch.Tensor,
     """Every figure of this module for a distilled set ``dset`` distilled from ``train``.
 
     ``off_share`` / ``off_share_start``, ``caption_spearman``, ``pixel_change`` (mean absolute
-    change from the starting pixels), and where ``train`` has object boxes ``shared_object``; with a
+    change from the starting pixels), where ``train`` has object boxes ``shared_object``, where its
+    noise is known ``mismatched_start`` (:func:`mismatched_start_rows`); with a
     ``reference`` model, ``recognised_top5`` of the final and ``recognised_top5_start`` of the
     starting images (own caption = the starting pair's, among all of ``train``'s captions).
     """
@@ -188,6 +219,10 @@ def mechanism_figures(dset: Any, train: Any, train_text: torch.Tensor,
                            "pixel_change": float((dset.images.detach().cpu() - dset.init_images.cpu()).abs().mean())}
     if getattr(train, "boxes", None) is not None:
         out["shared_object"] = shared_object_ratio(P, scene_labels(dset, train))
+    idx = dset.init_indices.detach().cpu()
+    if getattr(train, "noise_known", False) and bool((idx >= 0).all()):
+        clean = torch.as_tensor(train.clean, dtype=torch.bool)
+        out["mismatched_start"] = mismatched_start_rows(P, ~clean[idx])
     if reference is not None:
         own = dset.init_indices.detach().cpu()
         out["recognised_top5"] = caption_recognition(reference, dset.images.detach().cpu(), train_text, own)
