@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "headline.json")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell process (default 1)")
     p.add_argument("--skip-costs", action="store_true", help="skip the iteration-cost probe")
+    p.add_argument("--costs-only", action="store_true",
+                   help="run only the iteration-cost probe and write {command, probe} to --out")
     p.add_argument("--collect-only", action="store_true",
                    help="write the table from the cells already done in the work folder, run nothing "
                         "(for a grid split over several processes)")
@@ -126,9 +128,15 @@ def probe_cell(settings: dict[str, Any]) -> tuple[int, float]:
     return min(settings["budgets"]), 0.5 if 0.5 in settings["noise"] else settings["noise"][0]
 
 
-def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) -> None:
+def child_cost(root: Path, settings: dict[str, Any], out: Path, cycles: int = 2) -> None:
     """Seconds per distillation iteration (MDW, smallest budget, 50% noise) next to one forward +
-    backward of the image tower over the M synthetic images, to the pixels."""
+    backward of the image tower over the M synthetic images, to the pixels.
+
+    CEO refreshes its region maps every ``ceo_every`` iterations, so the probe times ``cycles``
+    whole refresh periods after a first iteration (which also warms up and builds the first maps)
+    and divides the sums: ``iteration_over_backbone`` is the amortised cost, maps included.
+    ``iteration_over_backbone_without_maps`` is the median over the iterations that reuse the maps.
+    """
     import torch
 
     from mdw_kit import stages
@@ -138,8 +146,10 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) 
     over = dict(settings["distill"], progress=False, checkpoint_every=0, save_maps_every=0, lr_init=0.01)
     dist = stages.distiller(data, buf, method="mdw", budget=budget, config=over, preset={})
     dist.initialise()
-    iters_s, backbone_s = [], []
-    for it in range(1, iters + 1):
+    every = max(1, dist.cfg.ceo_every) if dist.cfg.ceo_beta > 0 else 1
+    iters_s, backbone_s, refresh = [], [], []
+    for it in range(1, 2 + cycles * every):
+        refresh.append(dist.cfg.ceo_beta > 0 and (it - 1) % every == 0)
         t0 = time.perf_counter()
         dist.step(it)
         iters_s.append(time.perf_counter() - t0)
@@ -147,9 +157,11 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, iters: int = 6) 
         t0 = time.perf_counter()
         dist.model.tower(x).sum().backward()
         backbone_s.append(time.perf_counter() - t0)
-    ratios = sorted(a / b for a, b in zip(iters_s[1:], backbone_s[1:]))  # iteration 1 also builds CEO maps
-    out.write_text(json.dumps({"iteration_s": iters_s, "backbone_fwd_bwd_s": backbone_s,
-                               "iteration_over_backbone": ratios[len(ratios) // 2], "budget": budget,
+    plain = sorted(a / b for a, b, r in zip(iters_s[1:], backbone_s[1:], refresh[1:]) if not r)
+    out.write_text(json.dumps({"iteration_s": iters_s, "backbone_fwd_bwd_s": backbone_s, "map_refresh": refresh,
+                               "iteration_over_backbone": sum(iters_s[1:]) / sum(backbone_s[1:]),
+                               "iteration_over_backbone_without_maps": plain[len(plain) // 2] if plain else None,
+                               "ceo_every": every, "budget": budget,
                                "syn_steps": dist.cfg.syn_steps, "batch_syn": dist.cfg.batch_syn,
                                "threads": torch.get_num_threads()}))
 
@@ -161,6 +173,7 @@ def run_cost_probe(root: Path, settings: dict[str, Any], threads: int, run: bool
     grids that share a work folder share it."""
     key = {k: v for k, v in settings.items() if k not in ("methods", "budgets", "noise")}
     key["budget"], key["noise"] = probe_cell(settings)
+    key["probe"] = "amortised"  # the probe's definition: older probe files are not reused
     f = root / "probes" / f"cost-{X.short_hash(key)}-t{threads}.json"
     if run and not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -222,12 +235,16 @@ def environment(threads: int) -> dict[str, Any]:
             "commit": commit}
 
 
+def regime(settings: dict[str, Any]) -> dict[str, Any]:
+    """What the figures were made from: the settings every cell shares."""
+    return {k: settings[k] for k in ("source", "source_options", "encoder", "model", "experts", "distill", "eval")}
+
+
 def write_report(out: Path, args: argparse.Namespace, settings: dict[str, Any], root: Path,
                  results: list[dict[str, Any]], probe: dict | None, t0: float, complete: bool) -> None:
     from mdw_kit.runs import write_json
-    write_json(out, {"command": shlex.join(["python", "benchmarks/bench_distill.py", *sys.argv[1:]]),
-                     "regime": {k: settings[k] for k in ("source", "source_options", "encoder", "model", "experts",
-                                                         "distill", "eval")},
+    write_json(out, {"command": shlex.join(["python", "benchmarks/bench_distill.py", *args.argv]),
+                     "regime": regime(settings),
                      "seeds": settings["seeds"], "complete": complete, "cells_expected": len(X.cells(settings)),
                      "cells_done": len(results), "environment": environment(args.threads),
                      "wall_time_s": time.perf_counter() - t0, "rows": X.headline_rows(results),
@@ -254,7 +271,9 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    args.argv = argv  # the command the files record
     if args.markdown:
         print(markdown_table(json.loads(args.out.read_text())))
         return 0
@@ -268,6 +287,20 @@ def main(argv: list[str] | None = None) -> int:
     from mdw_kit.utils import cache_dir
     root = args.work_dir or cache_dir("bench_distill")
     t0 = time.perf_counter()
+    if args.costs_only:
+        probe = run_cost_probe(root, settings, args.threads)
+        if probe is None:
+            raise SystemExit(f"error: the cost probe failed; its log is under {root / 'probes'}")
+        from mdw_kit.runs import write_json
+        write_json(args.out, {"command": shlex.join(["python", "benchmarks/bench_distill.py", *args.argv]),
+                              "regime": regime(settings), "environment": environment(args.threads),
+                              "probe": probe, "target": "iteration <= 1.5x one backbone forward + backward",
+                              "met": probe["iteration_over_backbone"] <= 1.5})
+        plain = probe["iteration_over_backbone_without_maps"]
+        print(f"iteration / backbone forward+backward: {probe['iteration_over_backbone']:.2f} amortised "
+              f"(maps every {probe['ceo_every']})" + ("" if plain is None else f", {plain:.2f} without map refreshes")
+              + f"; wrote {args.out}")
+        return 0
     order = priority_order(settings)
     print(f"{len(order)} cells; work folder {root}; writing {args.out} as cells finish", flush=True)
     probe = None if args.skip_costs else run_cost_probe(root, settings, args.threads, run=not args.collect_only)
