@@ -97,9 +97,9 @@ def test_pipeline_config_resolves_overrides_over_the_preset():
     assert p["distill"]["config"]["max_start_epoch"] <= 3 - p["distill"]["config"]["segment_epochs"]
 
 
-def test_the_default_preset_scales_iterations_with_the_budget_unless_a_count_is_given():
+def test_the_default_preset_scales_iterations_with_the_budget_with_a_floor_unless_a_count_is_given():
     from mdw_kit.distill.methods import METHODS
-    for budget, its in ((100, 150), (200, 300), (500, 750)):
+    for budget, its in ((100, 300), (200, 300), (500, 750)):
         cfg = mk.stages._distill_overrides(None, load_preset("default"))
         assert METHODS["mdw"].distill_config(budget, cfg).iterations == its
     p = PipelineConfig(iterations=40).resolved()["distill"]["config"]

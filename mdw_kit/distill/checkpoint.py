@@ -17,7 +17,8 @@ from mdw_kit.distill.synthetic import DistilledSet
 from mdw_kit.runs import ArtifactError, RunDir
 
 CHECKPOINT = "checkpoints/distill.safetensors"
-RESUMABLE_CHANGES = ("iterations", "iterations_per_100_pairs", "checkpoint_every", "device", "progress", "max_recoveries")
+RESUMABLE_CHANGES = ("iterations", "iterations_per_100_pairs", "min_iterations", "checkpoint_every", "device",
+                     "progress", "max_recoveries")
 
 
 class CheckpointResume:

@@ -177,6 +177,17 @@ def test_iterations_per_100_pairs_scale_with_the_budget_and_an_explicit_count_wi
     assert DistillConfig(num_pairs=500, **kept).iterations == 750
 
 
+def test_min_iterations_is_a_floor_of_the_per_100_rule_and_an_explicit_count_drops_it():
+    per100 = dict(iterations_per_100_pairs=150, min_iterations=300)
+    assert [DistillConfig(num_pairs=m, **per100).iterations for m in (20, 100, 200, 500)] == [300, 300, 300, 750]
+    assert DistillConfig(num_pairs=100, iterations=40, min_iterations=300).iterations == 40  # no rule, no floor
+    with pytest.raises(ValueError, match="min_iterations"):
+        DistillConfig(min_iterations=-1)
+    merged = distiller.merge_iterations({**per100, "lr_img": 0.003}, {"iterations": 40})
+    assert merged == {"lr_img": 0.003, "iterations": 40}
+    assert DistillConfig(num_pairs=100, **distiller.merge_iterations(per100, {"min_iterations": 0})).iterations == 150
+
+
 def test_wrong_model_for_the_trajectories_is_an_error():
     with pytest.raises(ArtifactError, match="parameters"):
         Distiller(tiny_config(), [torch.zeros(3, 7)], tiny_model(), *tiny_data())
