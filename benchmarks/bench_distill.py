@@ -18,6 +18,7 @@ Usage::
     python benchmarks/bench_distill.py --noise 0.5 --budgets 100 --methods mdw lors clean_random \\
         --distill-option lr_img=0.001 --out benchmarks/results/some_probe.json
     python benchmarks/bench_distill.py --preset scratch --tower convnet3     # the from-scratch regime
+    python benchmarks/bench_distill.py --costs-only --out benchmarks/results/iteration_cost.json  # the probe alone
 """
 from __future__ import annotations
 
