@@ -147,13 +147,14 @@ def child_cost(root: Path, settings: dict[str, Any], out: Path, cycles: int = 2)
     over = dict(settings["distill"], progress=False, checkpoint_every=0, save_maps_every=0, lr_init=0.01)
     dist = stages.distiller(data, buf, method="mdw", budget=budget, config=over, preset={})
     dist.initialise()
-    every = max(1, dist.cfg.ceo_every) if dist.cfg.ceo_beta > 0 else 1
+    every = dist.cfg.ceo_every if dist.cfg.ceo_beta > 0 else 1
     iters_s, backbone_s, refresh = [], [], []
     for it in range(1, 2 + cycles * every):
-        refresh.append(dist.cfg.ceo_beta > 0 and (it - 1) % every == 0)
+        maps_before = dist.ceo_maps
         t0 = time.perf_counter()
         dist.step(it)
         iters_s.append(time.perf_counter() - t0)
+        refresh.append(dist.ceo_maps is not maps_before)  # the step built new CEO maps
         x = dist.syn.images.detach().clone().requires_grad_(True)
         t0 = time.perf_counter()
         dist.model.tower(x).sum().backward()
@@ -241,10 +242,15 @@ def regime(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: settings[k] for k in ("source", "source_options", "encoder", "model", "experts", "distill", "eval")}
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line a results file records (``main``'s own arguments)."""
+    return shlex.join(["python", "benchmarks/bench_distill.py", *args.argv])
+
+
 def write_report(out: Path, args: argparse.Namespace, settings: dict[str, Any], root: Path,
                  results: list[dict[str, Any]], probe: dict | None, t0: float, complete: bool) -> None:
     from mdw_kit.runs import write_json
-    write_json(out, {"command": shlex.join(["python", "benchmarks/bench_distill.py", *args.argv]),
+    write_json(out, {"command": command(args),
                      "regime": regime(settings),
                      "seeds": settings["seeds"], "complete": complete, "cells_expected": len(X.cells(settings)),
                      "cells_done": len(results), "environment": environment(args.threads),
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if probe is None:
             raise SystemExit(f"error: the cost probe failed; its log is under {root / 'probes'}")
         from mdw_kit.runs import write_json
-        write_json(args.out, {"command": shlex.join(["python", "benchmarks/bench_distill.py", *args.argv]),
+        write_json(args.out, {"command": command(args),
                               "regime": regime(settings), "environment": environment(args.threads),
                               "probe": probe, "target": "iteration <= 1.5x one backbone forward + backward",
                               "met": probe["iteration_over_backbone"] <= 1.5})
