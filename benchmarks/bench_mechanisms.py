@@ -71,7 +71,8 @@ def row_for(mk, viz, diag, syn, data, reference, eval_seeds) -> dict:
     fig.update({"pointing_start": games[0]["share"], "pointing_final": games[-1]["share"],
                 "pointing_chance": games[-1]["chance"], "pointing_named": games[-1]["named"],
                 "pointing_final_named": games[-1]["share_named"],
-                "shared_object_ratio": fig.pop("shared_object")["ratio"]})
+                "shared_object_ratio": fig.pop("shared_object")["ratio"],
+                "shared_object_ratio_start": fig.pop("shared_object_start")["ratio"]})
     mis = fig.pop("mismatched_start", None)
     if mis is not None:  # rows that started from a mismatched pair: how far P~ moved them off the diagonal
         fig.update({"off_share_clean_start": mis["off_share_clean"], "off_share_mismatched_start": mis["off_share_mismatched"],

@@ -276,11 +276,6 @@ class CorrespondenceHeatmap(StaticFigureMixin, W.VBox):
 def initial_matrix(dset: Any) -> np.ndarray | None:
     """The starting correspondence of a distilled set: a fresh one of the same configuration."""
     try:
-        from mdw_kit.distill.correspondence import make_correspondence
-        cfg = dict(dset.corr.config())
-        kind, size = cfg.pop("kind"), cfg.pop("size")
-        keep = {k: cfg[k] for k in ("rank", "alpha", "off_logit", "form") if k in cfg}
-        keep["rank"] = max(int(keep.get("rank", 1)), 1)
-        return make_correspondence(kind, size, **keep).matrix().detach().cpu().numpy()
-    except (ImportError, KeyError, TypeError, ValueError):
+        return dset.corr.initial().matrix().detach().cpu().numpy()
+    except (AttributeError, KeyError, TypeError, ValueError):
         return None

@@ -34,6 +34,14 @@ and 1) moved from 3.3% to 7.4%, Spearman 0.24, 1.10x. Test R-sum was 464.8 (sd 6
 defaults against 479.7 (sd 3.5) for the old setting: the correspondence that moves costs about
 15 R-sum here; ``corr_form="sigmoid", lr_corr=0.05`` gives the old behaviour back.
 
+A prior (``"exp"`` form, ``"full"`` and ``"lowrank"``): a fixed ``M x M`` offset added to the
+logits, zero on the diagonal, that spreads each row's starting off-diagonal share unevenly instead
+of evenly (the share itself is unchanged). :func:`similarity_prior` makes it from image-text
+scores, such as the experts' logits between the starting images and texts
+(``DistillConfig.corr_prior_scale``): images then start by sharing mass with the texts the experts
+find similar, and the matching learns from there. :meth:`Correspondence.initial` gives the
+starting matrix back, prior included.
+
 Rows and columns of :meth:`Correspondence.matrix` do *not* sum to one in either form;
 :meth:`Correspondence.row_shares` gives the row-normalised matrix the image-to-text loss
 sees, and :meth:`Correspondence.off_diagonal_share` its mean off-diagonal mass.
@@ -80,6 +88,30 @@ def initial_logits(form: str, size: int, off_share: float = OFF_SHARE) -> tuple[
     return 0.0, math.log(off_share / ((1.0 - off_share) * max(size - 1, 1)))
 
 
+def similarity_prior(scores: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """A logit offset ``[M, M]`` from image-text ``scores`` ``[M, M]`` (row ``i``: image ``i``).
+
+    Off the diagonal, ``log((M - 1) softmax_{j != i}(scale * scores_ij))``: the relative weight of
+    text ``j`` among image ``i``'s other texts, 0 where all are equal, so the row's off-diagonal
+    share of the ``"exp"`` form stays what ``off_share`` says. The diagonal is 0. ``scale`` 0
+    gives all zeros (no prior).
+
+    Example:
+        >>> pr = similarity_prior(torch.tensor([[9., 2., 0.], [1., 9., 1.], [0., 0., 9.]]))
+        >>> pr.diagonal().tolist(), round(float(pr[1, 0]), 3), bool(pr[0, 1] > 0 > pr[0, 2])
+        ([0.0, 0.0, 0.0], 0.0, True)
+    """
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"prior scores must be a square [M, M] matrix, got {list(scores.shape)}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"prior scale must be a finite number >= 0, got {scale}")
+    M = scores.shape[0]
+    eye = torch.eye(M, dtype=torch.bool, device=scores.device)
+    z = (scale * scores.detach().float()).masked_fill(eye, float("-inf"))
+    prior = z.log_softmax(dim=1) + math.log(max(M - 1, 1))
+    return prior.masked_fill(eye, 0.0) if M > 1 else torch.zeros_like(z)
+
+
 class Correspondence(nn.Module):
     """A soft ``M x M`` correspondence matrix (see the module docstring for kinds and forms).
 
@@ -93,6 +125,8 @@ class Correspondence(nn.Module):
         seed: seeds the initial ``L`` and ``R``.
         form: ``"exp"`` or ``"sigmoid"``.
         off_share: ``"exp"`` form: starting off-diagonal share of a row's normalised mass.
+        prior: a fixed ``[M, M]`` logit offset (``"exp"`` form, learnable kinds; see
+            :func:`similarity_prior`), kept with the artifact. ``None``: none.
 
     Example:
         >>> c = Correspondence("full", 4)
@@ -102,7 +136,8 @@ class Correspondence(nn.Module):
 
     def __init__(self, kind: str, size: int, rank: int = 8, alpha: float = 1.0,
                  diag_logit: float | None = None, off_logit: float | None = None,
-                 init_scale: float = 0.01, seed: int = 0, form: str = "exp", off_share: float = OFF_SHARE):
+                 init_scale: float = 0.01, seed: int = 0, form: str = "exp", off_share: float = OFF_SHARE,
+                 prior: torch.Tensor | None = None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown correspondence kind {kind!r}; use one of {KINDS}")
@@ -127,14 +162,29 @@ class Correspondence(nn.Module):
             self.diag = nn.Parameter(torch.full((size,), diag_logit - self.off_logit))
             self.left = nn.Parameter(torch.randn(size, self.rank, generator=g) * init_scale)
             self.right = nn.Parameter(torch.randn(size, self.rank, generator=g) * init_scale)
+        self._init = {"diag_logit": diag_logit, "init_scale": float(init_scale), "seed": int(seed)}
+        self.has_prior = prior is not None
+        if prior is not None:
+            if kind == "identity" or form != "exp":
+                raise ValueError(f"a correspondence prior needs a learnable kind ('full' or 'lowrank') and form "
+                                 f"'exp', got kind {kind!r}, form {form!r}")
+            prior = torch.as_tensor(prior, dtype=torch.float32)
+            if tuple(prior.shape) != (size, size) or not bool(torch.isfinite(prior).all()):
+                raise ValueError(f"correspondence prior must be a finite [{size}, {size}] matrix, "
+                                 f"got shape {list(prior.shape)}")
+            self.register_buffer("prior", prior.clone())
 
     # ------------------------------------------------------------------ logits
     def _logits(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         if self.kind == "full":
-            return self.logits if idx is None else self.logits[idx][:, idx]
-        a, L, R = (self.diag, self.left, self.right) if idx is None else \
-            (self.diag[idx], self.left[idx], self.right[idx])
-        return self.off_logit + torch.diag(a) + (self.alpha / self.rank) * (L @ R.T)
+            z = self.logits if idx is None else self.logits[idx][:, idx]
+        else:
+            a, L, R = (self.diag, self.left, self.right) if idx is None else \
+                (self.diag[idx], self.left[idx], self.right[idx])
+            z = self.off_logit + torch.diag(a) + (self.alpha / self.rank) * (L @ R.T)
+        if self.has_prior:
+            z = z + (self.prior if idx is None else self.prior[idx][:, idx])
+        return z
 
     def _squash(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(z) if self.form == "sigmoid" else z.clamp(-LOGIT_BOUND, LOGIT_BOUND).exp()
@@ -176,16 +226,31 @@ class Correspondence(nn.Module):
         with torch.no_grad():
             return self.matrix()[i].topk(min(k, self.size))
 
+    def initial(self) -> "Correspondence":
+        """A fresh correspondence of this one's configuration as it started (its prior included).
+
+        Example:
+            >>> c = Correspondence("full", 3)
+            >>> with torch.no_grad(): _ = c.logits.add_(1.0)
+            >>> bool(torch.allclose(c.initial().matrix(), Correspondence("full", 3).matrix()))
+            True
+        """
+        return Correspondence(self.kind, self.size, rank=max(self.rank, 1), alpha=self.alpha,
+                              off_logit=self.off_logit, form=self.form,
+                              prior=self.prior.detach().cpu() if self.has_prior else None, **self._init)
+
     def _device(self) -> torch.device:
         return next(iter(self.buffers() if self.kind == "identity" else self.parameters())).device
 
     def config(self) -> dict:
-        """JSON description (kind, size, rank, alpha, off_logit, form); :func:`make_correspondence` rebuilds from it."""
+        """JSON description (kind, size, rank, alpha, off_logit, form, prior: whether it has one);
+        :func:`correspondence_from_config` rebuilds the module (the tensors come from its state)."""
         return {"kind": self.kind, "size": self.size, "rank": self.rank, "alpha": self.alpha,
-                "off_logit": self.off_logit, "form": self.form}
+                "off_logit": self.off_logit, "form": self.form, "prior": self.has_prior}
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, size={self.size}, rank={self.rank}, alpha={self.alpha}, form={self.form}"
+        return (f"kind={self.kind}, size={self.size}, rank={self.rank}, alpha={self.alpha}, form={self.form}"
+                + (", prior" if self.has_prior else ""))
 
 
 def make_correspondence(kind: str, M: int, rank: int = 8, alpha: float = 1.0, **kw) -> Correspondence:
@@ -198,3 +263,20 @@ def make_correspondence(kind: str, M: int, rank: int = 8, alpha: float = 1.0, **
                 [0., 0., 1.]])
     """
     return Correspondence(kind, M, rank=rank, alpha=alpha, **kw)
+
+
+def correspondence_from_config(cc: dict) -> Correspondence:
+    """The module :meth:`Correspondence.config` describes, at its starting values; load its state
+    (``load_state_dict``) for the learned ones. A prior is a zero placeholder until then. Configs
+    written before forms existed are ``"sigmoid"``.
+
+    Example:
+        >>> c = make_correspondence("lowrank", 5, rank=2, prior=torch.zeros(5, 5))
+        >>> d = correspondence_from_config(c.config()); _ = d.load_state_dict(c.state_dict())
+        >>> bool(torch.equal(c.matrix(), d.matrix()))
+        True
+    """
+    size = int(cc["size"])
+    return make_correspondence(cc["kind"], size, rank=max(int(cc.get("rank", 1)), 1), alpha=cc.get("alpha", 1.0),
+                               off_logit=cc.get("off_logit"), form=cc.get("form", "sigmoid"),
+                               prior=torch.zeros(size, size) if cc.get("prior") else None)

@@ -203,23 +203,26 @@ def mechanism_figures(dset: Any, train: Any, train_text: torch.Tensor,
                       reference: torch.nn.Module | None = None) -> dict[str, Any]:
     """Every figure of this module for a distilled set ``dset`` distilled from ``train``.
 
-    ``off_share`` / ``off_share_start``, ``caption_spearman``, ``pixel_change`` (mean absolute
-    change from the starting pixels), where ``train`` has object boxes ``shared_object``, where its
+    ``off_share`` / ``off_share_start``, ``caption_spearman`` (and ``caption_spearman_start``, of the
+    starting ``P~`` and texts: a prior can put structure there before any learning), ``pixel_change``
+    (mean absolute change from the starting pixels), where ``train`` has object boxes
+    ``shared_object`` (and ``shared_object_start``), where its
     noise is known ``mismatched_start`` (:func:`mismatched_start_rows`); with a
     ``reference`` model, ``recognised_top5`` of the final and ``recognised_top5_start`` of the
     starting images (own caption = the starting pair's, among all of ``train``'s captions).
     """
-    from mdw_kit.distill.correspondence import make_correspondence
     P = dset.corr.matrix().detach().cpu()
-    cc = dset.corr.config()
-    start = make_correspondence(cc["kind"], cc["size"], rank=max(cc["rank"], 1), alpha=cc["alpha"],
-                                off_logit=cc["off_logit"], form=cc.get("form", "sigmoid")).matrix().detach()
+    start = dset.corr.initial().matrix().detach().cpu()
     out: dict[str, Any] = {"off_share": off_diagonal_share(P), "off_share_start": off_diagonal_share(start),
                            "caption_spearman": caption_spearman(P, dset.text, train_text),
                            "pixel_change": float((dset.images.detach().cpu() - dset.init_images.cpu()).abs().mean())}
-    if getattr(train, "boxes", None) is not None:
-        out["shared_object"] = shared_object_ratio(P, scene_labels(dset, train))
     idx = dset.init_indices.detach().cpu()
+    if bool((idx >= 0).all()):
+        out["caption_spearman_start"] = caption_spearman(start, train_text[idx], train_text)
+    if getattr(train, "boxes", None) is not None:
+        labels = scene_labels(dset, train)
+        out["shared_object"] = shared_object_ratio(P, labels)
+        out["shared_object_start"] = shared_object_ratio(start, labels)
     if getattr(train, "noise_known", False) and bool((idx >= 0).all()):
         clean = torch.as_tensor(train.clean, dtype=torch.bool)
         out["mismatched_start"] = mismatched_start_rows(P, ~clean[idx])

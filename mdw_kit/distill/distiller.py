@@ -61,11 +61,12 @@ from torch import nn
 
 from mdw_kit.distill.augment import augment, total_variation
 from mdw_kit.distill.ceo import DEFAULT_CLIP, gaussian_blur, modulate_pixel_grad, region_maps
-from mdw_kit.distill.correspondence import FORMS, OFF_SHARE
+from mdw_kit.distill.correspondence import FORMS, OFF_SHARE, make_correspondence, similarity_prior
 from mdw_kit.distill.init import pair_embeddings, select_initial_pairs
 from mdw_kit.distill.matching import MODES, calibrate_lr, match_loss, sample_batches, tower_groups
 from mdw_kit.distill.synthetic import LR_GROUPS, DistilledSet
 from mdw_kit.config import ConfigMixin
+from mdw_kit.models.retrieval import set_flat
 from mdw_kit.distill.checkpoint import CheckpointResume
 from mdw_kit.distill.selection import ValidationSelection
 from mdw_kit.runs import ArtifactError, RunDir
@@ -119,6 +120,12 @@ class DistillConfig(ConfigMixin):
             ``lr_corr`` 0.05 ended at 1.2% off the diagonal, scenes sharing an object 1.20x those
             sharing none; 0.1 / 0.05: 4.7%, 1.18x; 0.1 / 0.2: 6.6%, 2.33x (lower matching loss,
             0.845 against 0.874); the old sigmoid form (3.3% at the start): 2.5%, 1.18x.
+        corr_prior_scale: start ``P~`` from the experts' correspondence (0 = off: the off-diagonal
+            share is spread evenly). The logits of the starting images against the starting texts,
+            averaged over the last epoch of every expert trajectory and multiplied by this, become
+            a fixed prior of the logits (:func:`~mdw_kit.distill.correspondence.similarity_prior`):
+            each row keeps its ``corr_off_share`` off the diagonal but gives it to the texts the
+            experts match with the image. Needs ``corr`` ``full`` or ``lowrank`` and form ``exp``.
         ceo_beta, ceo_k, ceo_every, ceo_clip, ceo_method: CEO strength (0 = off), top-k texts per
             image, map refresh interval, clip of the pixel weights, map method (see
             :func:`~mdw_kit.distill.ceo.region_maps`).
@@ -180,6 +187,7 @@ class DistillConfig(ConfigMixin):
     corr_alpha: float = 1.0
     corr_form: str = "exp"
     corr_off_share: float = OFF_SHARE
+    corr_prior_scale: float = 0.0
     ceo_beta: float = 0.5
     ceo_k: int = 3
     ceo_every: int = 10
@@ -228,6 +236,11 @@ class DistillConfig(ConfigMixin):
         bad += [n for n in ("pixel_grad_blur", "augment_strength", "tv_weight") if not getattr(self, n) >= 0]
         if self.corr_form not in FORMS or not 0 < self.corr_off_share < 1:
             bad.append("corr_form/corr_off_share")
+        if not (math.isfinite(self.corr_prior_scale) and self.corr_prior_scale >= 0):
+            bad.append("corr_prior_scale")
+        elif self.corr_prior_scale > 0 and (self.corr == "identity" or self.corr_form != "exp"):
+            raise ValueError(f"DistillConfig.corr_prior_scale > 0 needs corr 'full' or 'lowrank' and corr_form "
+                             f"'exp', got corr {self.corr!r}, corr_form {self.corr_form!r}")
         if self.lr_init is not None and not self.lr_init > 0:
             bad.append("lr_init")
         if self.batch_syn < 2 or self.ceo_beta < 0 or not 0 <= self.ceo_clip[0] <= 1 <= self.ceo_clip[1]:
@@ -385,6 +398,11 @@ class Distiller(CheckpointResume, ValidationSelection):
                                       alpha=cfg.corr_alpha, lr_init=cfg.lr_init or 0.01, meta=meta,
                                       corr_kw={"form": cfg.corr_form, "off_share": cfg.corr_off_share})
         self.syn = syn.to(self.device)
+        if cfg.corr_prior_scale > 0:
+            self.syn.corr = make_correspondence(
+                cfg.corr, cfg.num_pairs, rank=cfg.corr_rank, alpha=cfg.corr_alpha, form=cfg.corr_form,
+                off_share=cfg.corr_off_share, prior=similarity_prior(self.expert_scores(), cfg.corr_prior_scale)
+            ).to(self.device)
         if cfg.lr_init is None:
             lrs = calibrate_lr(self.model, self.syn, self._calibration_cases(), cfg.syn_steps,
                                cfg.batch_syn, seed=cfg.seed)
@@ -394,6 +412,21 @@ class Distiller(CheckpointResume, ValidationSelection):
         self._make_optimisers()
         self._good = self._snapshot()
         return self.syn
+
+    @torch.no_grad()
+    def expert_scores(self, batch_size: int = 256) -> torch.Tensor:
+        """Logits ``[M, M]`` of the current synthetic images (rows) against the synthetic texts,
+        averaged over the last epoch of every expert trajectory: how the experts match them."""
+        syn, total = self.syn, None
+        text, model = syn.text.detach(), copy.deepcopy(self.model).eval()
+        for i in range(self.buffer.num_trajectories):
+            set_flat(model, self.buffer.trajectory(i)[-1].to(self.device))
+            emb_t = model.encode_text(text)
+            emb_i = torch.cat([model.encode_image(syn.images[k:k + batch_size].detach())
+                               for k in range(0, syn.num_pairs, batch_size)])
+            s = emb_i @ emb_t.T / model.temperature
+            total = s if total is None else total + s
+        return total / self.buffer.num_trajectories
 
     def _model_config_dict(self) -> dict | None:
         mc = getattr(self.model, "model_config", None)

@@ -15,6 +15,9 @@ Switches of a ``distill`` spec (one each, so an ablation differs from MDW in exa
   report of the same stage-1 run supplies the clean probabilities the initialisation uses.
 - ``corr``: ``"identity"`` (plain InfoNCE targets), ``"lowrank"`` (LoRS) or ``"full"``.
 - ``ceo_beta``: CEO strength (0 = plain trajectory matching).
+- ``corr_prior_scale``: strength of the experts' prior of the starting ``P~`` (0 = none; see
+  :class:`~mdw_kit.distill.distiller.DistillConfig`). A strength, like ``ceo_beta``: any method
+  with a learnable correspondence takes another one as an override.
 - ``init``: ``"clean_kcenter"`` (k-center among predicted-clean pairs), ``"clean_balanced"``
   (k-means balanced), ``"clean_random"`` (uniform among predicted-clean pairs) or ``"random"``
   (uniform over all pairs, as MTT-VL and LoRS start).
@@ -75,6 +78,7 @@ class MethodSpec:
     experts: str = "dual_track"
     corr: str = "full"
     ceo_beta: float = 0.5
+    corr_prior_scale: float = 0.0
     init: str = "clean_random"
     learn_lr: bool = True
 
@@ -89,9 +93,9 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: reference must be 'full_noisy' or 'clean_oracle'")
 
     def switches(self) -> dict[str, Any]:
-        """The distillation switches (``experts, corr, ceo_beta, init, learn_lr``)."""
+        """The distillation switches (``experts, corr, ceo_beta, corr_prior_scale, init, learn_lr``)."""
         return {"experts": self.experts, "corr": self.corr, "ceo_beta": self.ceo_beta,
-                "init": self.init, "learn_lr": self.learn_lr}
+                "corr_prior_scale": self.corr_prior_scale, "init": self.init, "learn_lr": self.learn_lr}
 
     def result_fields(self) -> dict[str, Any]:
         """What decides this method's result: the kind, and the coreset, reference or switches.
@@ -135,7 +139,11 @@ class MethodSpec:
         if self.ceo_beta > 0 and not (isinstance(beta, (int, float)) and beta > 0):
             raise ValueError(f"method {self.name!r}: ceo_beta must be > 0 (its CEO strength), got {beta!r}; "
                              "CEO off is the method 'mdw_no_ceo'")
-        return DistillConfig(num_pairs=M, corr=self.corr, ceo_beta=float(beta),
+        prior = overrides.pop("corr_prior_scale", self.corr_prior_scale)
+        if self.corr == "identity" and prior != 0:
+            raise ValueError(f"method {self.name!r} trains on identity targets; corr_prior_scale={prior} needs a "
+                             "learnable correspondence (such as 'mdw')")
+        return DistillConfig(num_pairs=M, corr=self.corr, ceo_beta=float(beta), corr_prior_scale=float(prior),
                              init=_INIT_SELECTION[self.init], **overrides)
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mdw_kit.distill.correspondence import Correspondence, make_correspondence
+from mdw_kit.distill.correspondence import Correspondence, correspondence_from_config, make_correspondence
 from mdw_kit.runs import ArtifactError, load_tensors, read_json, save_tensors, write_json
 from mdw_kit.train import to_pixels
 
@@ -217,8 +217,7 @@ class DistilledSet(nn.Module):
                 raise ArtifactError(f"{where}: tensor '{key}' has shape {list(t[key].shape)}, "
                                     f"the config says {shape}")
         cc = cfg["correspondence"]
-        corr = make_correspondence(cc["kind"], cc["size"], rank=max(cc["rank"], 1), alpha=cc["alpha"],
-                                   off_logit=cc["off_logit"], form=cc.get("form", "sigmoid"))
+        corr = correspondence_from_config(cc)
         _load_corr(corr, t, where)
         s = cls(t["images"], t["text"], corr, lr_init=t["log_lr"].exp().tolist(),
                 init_indices=t["init_indices"], meta=cfg.get("meta"))

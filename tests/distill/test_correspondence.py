@@ -127,3 +127,53 @@ def test_config_rebuilds_the_same_kind(form):
                             off_logit=cfg["off_logit"], form=cfg["form"])
     d.load_state_dict(c.state_dict())
     assert torch.equal(c.matrix(), d.matrix())
+
+
+# ------------------------------------------------------------------ prior
+def test_similarity_prior_spreads_the_off_diagonal_share_by_score_and_keeps_it():
+    from mdw_kit.distill.correspondence import similarity_prior
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 6, generator=g) * 3
+    prior = similarity_prior(scores)
+    assert torch.equal(prior.diagonal(), torch.zeros(6))
+    assert torch.equal(similarity_prior(scores, 0.0), torch.zeros(6, 6))
+    for kind in ("full", "lowrank"):
+        c = make_correspondence(kind, 6, rank=2, off_share=0.2, prior=prior)
+        assert c.off_diagonal_share() == pytest.approx(0.2, abs=1e-4)  # the share is the prior-free one
+        Q = c.row_shares()
+        for i in range(6):  # within a row, the off-diagonal order is the scores' order
+            off = [j for j in range(6) if j != i]
+            assert torch.argsort(Q[i, off]).tolist() == torch.argsort(scores[i, off]).tolist()
+
+
+def test_a_prior_has_gradients_everywhere_survives_config_and_is_the_initial_state():
+    from mdw_kit.distill.correspondence import correspondence_from_config, similarity_prior
+    prior = similarity_prior(torch.randn(5, 5, generator=torch.Generator().manual_seed(1)))
+    for kind in ("full", "lowrank"):
+        c = make_correspondence(kind, 5, rank=2, prior=prior)
+        assert [n for n, _ in c.named_buffers()] == ["prior"] and c.config()["prior"] is True
+        start = c.matrix().detach().clone()
+        c.matrix().log().sum().backward()
+        assert all(p.grad is not None and bool((p.grad != 0).any()) for p in c.parameters())
+        with torch.no_grad():
+            for p in c.parameters():
+                p.add_(0.3)
+        assert torch.allclose(c.initial().matrix(), start)
+        back = correspondence_from_config(c.config())
+        back.load_state_dict(c.state_dict())
+        assert torch.equal(back.matrix(), c.matrix())
+    assert make_correspondence("full", 5).config()["prior"] is False
+
+
+def test_prior_needs_a_learnable_exp_correspondence_of_its_size():
+    prior = torch.zeros(4, 4)
+    for kw in ({"kind": "identity"}, {"kind": "full", "form": "sigmoid"}):
+        with pytest.raises(ValueError, match="prior needs"):
+            Correspondence(size=4, prior=prior, **kw)
+    with pytest.raises(ValueError, match=r"\[4, 4\]"):
+        Correspondence("full", 4, prior=torch.zeros(3, 3))
+    from mdw_kit.distill.correspondence import similarity_prior
+    with pytest.raises(ValueError, match="square"):
+        similarity_prior(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="scale"):
+        similarity_prior(torch.zeros(3, 3), -1.0)

@@ -55,3 +55,19 @@ def test_mechanism_figures_report_mismatched_starts_where_the_truth_is_known():
     assert "mismatched_start" not in diag.mechanism_figures(syn, SimpleNamespace(noise_known=False, clean=clean), text)
     assert "mismatched_start" not in diag.mechanism_figures(_set(4, None), SimpleNamespace(noise_known=True, clean=clean),
                                                             text)
+
+
+def test_mechanism_figures_score_the_starting_correspondence_too():
+    from mdw_kit.distill.correspondence import similarity_prior
+    text = torch.randn(8, 6, generator=torch.Generator().manual_seed(2))
+    init = torch.tensor([5, 0, 2, 7, 1, 3])
+    caption_cos = torch.nn.functional.normalize(text[init], dim=-1)
+    # a prior that follows the starting captions' similarity: the start already correlates with it
+    prior = similarity_prior(caption_cos @ caption_cos.T, 5.0)
+    syn = DistilledSet(torch.rand(6, 3, 8, 8), text[init].clone(), make_correspondence("full", 6, prior=prior),
+                       init_indices=init)
+    figs = diag.mechanism_figures(syn, SimpleNamespace(noise_known=False), text)
+    assert figs["caption_spearman_start"] > 0.7  # (below 1: each row is normalised on its own)
+    assert figs["caption_spearman"] == pytest.approx(figs["caption_spearman_start"])  # nothing learned yet
+    plain = diag.mechanism_figures(_set(6, init), SimpleNamespace(noise_known=False), text)
+    assert math.isnan(plain["caption_spearman_start"]) or abs(plain["caption_spearman_start"]) < 0.3  # all ties

@@ -485,3 +485,31 @@ def test_correspondence_form_is_kept_through_save_and_load(tmp_path, form):
     assert syn.corr.form == form
     back = DistilledSet.load(syn.save(tmp_path / "set"))
     assert back.corr.form == form and torch.equal(back.targets(), syn.targets())
+
+
+# ------------------------------------------------------------------ correspondence prior
+def test_expert_prior_starts_p_from_the_experts_scores_and_is_kept_with_the_set(tmp_path):
+    d = tiny_distiller(iterations=2, corr_prior_scale=1.0)
+    syn = d.initialise()
+    scores = d.expert_scores()
+    assert scores.shape == (10, 10) and syn.corr.has_prior
+    assert syn.corr.off_diagonal_share() == pytest.approx(d.cfg.corr_off_share, abs=1e-4)
+    Q = syn.corr.row_shares()
+    off = ~torch.eye(10, dtype=torch.bool)
+    for i in range(10):  # each row gives its off-diagonal share to the texts the experts match it with
+        assert torch.argsort(Q[i][off[i]]).tolist() == torch.argsort(scores[i][off[i]]).tolist()
+    d.run()
+    back = DistilledSet.load(syn.save(tmp_path / "set"))
+    assert torch.equal(back.targets(), syn.targets())
+    assert torch.allclose(back.corr.initial().matrix(), syn.corr.initial().matrix())
+    plain = tiny_distiller(iterations=2)
+    plain.initialise()
+    assert not plain.syn.corr.has_prior and not torch.allclose(plain.syn.corr.matrix(), syn.corr.initial().matrix())
+
+
+def test_expert_prior_needs_a_learnable_exp_correspondence():
+    for kw in ({"corr": "identity"}, {"corr_form": "sigmoid"}):
+        with pytest.raises(ValueError, match="corr_prior_scale"):
+            DistillConfig(corr_prior_scale=1.0, **kw)
+    with pytest.raises(ValueError, match="corr_prior_scale"):
+        DistillConfig(corr_prior_scale=-1.0)

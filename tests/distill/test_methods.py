@@ -183,3 +183,14 @@ def test_selection_on_validation_runs_through_run_method(setup, tmp_path):
     with_sel = run_method("mdw", data, BUDGET, buffers, distill=dict(DISTILL, select_every=1, select_epochs=3),
                           eval_cfg=EVAL, seeds=(0,))
     assert with_sel["key"] != r["key"]  # selection settings are part of the result's identity
+
+
+def test_the_correspondence_prior_is_a_strength_of_methods_with_a_learnable_correspondence():
+    from mdw_kit.distill.methods import get_method
+    assert get_method("mdw").distill_config(20, {"corr_prior_scale": 0.5}).corr_prior_scale == 0.5
+    assert get_method("lors").distill_config(20).corr_prior_scale == 0.0  # LoRS starts as LoRS does
+    assert get_method("mdw").distill_config(20).corr_prior_scale == get_method("mdw").corr_prior_scale
+    for name in ("mtt_vl", "mdw_no_corr"):
+        assert get_method(name).distill_config(20).corr_prior_scale == 0.0
+        with pytest.raises(ValueError, match=f"{name}.*identity targets"):
+            get_method(name).distill_config(20, {"corr_prior_scale": 1.0})
