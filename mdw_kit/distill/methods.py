@@ -390,7 +390,10 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
 
     Returns:
         ``{"method", "kind", "budget", "spec", "key", "mean", "sd", "val_mean", "per_seed", "eval",
-        "selection" | "distill", "time_s", "peak_rss_mib", "cached"}``; the distilled set itself is
+        "selection" | "distill", "time_s", "peak_rss_mib", "torch_threads", "cached"}``
+        (``torch_threads``: CPU threads of this process; a result repeats bit for bit at one count,
+        while another count sums in another order, which hundreds of distillation iterations
+        amplify into a difference like another seed's); the distilled set itself is
         saved under ``run_dir/distill/artifacts/distilled`` (and returned as ``"distilled_set"``
         when just computed).
 
@@ -427,7 +430,7 @@ def run_method(name: str, data: Any, M: int | None, buffers: Mapping[str, Any] |
     result = {"method": name, "kind": spec.kind, "budget": budget, "spec": asdict(spec), "key": key,
               "mean": ev.pop("mean"), "sd": ev.pop("sd"), "val_mean": ev.pop("val_mean"),
               "per_seed": ev.pop("per_seed"), "eval": ev, **out, "time_s": time.perf_counter() - t0,
-              "peak_rss_mib": peak_rss_mib(), "cached": False}
+              "peak_rss_mib": peak_rss_mib(), "torch_threads": torch.get_num_threads(), "cached": False}
     if run_dir is not None:
         RunDir(run_dir).write_json(RESULT_FILE, result)
     if syn is not None:

@@ -5,7 +5,9 @@ Format (version 1), one folder:
 - ``index.json``: ``{"version": 1, "model_config": ModelConfig dict, "data_fingerprint": str,
   "text_encoder": str, "noise": {"rate", "seed"}, "param_names": [...], "param_shapes": {...},
   "num_params": int, "dtype": "float32"|"float16", "dual_track": bool, "config": {...},
-  "runs": [{"run", "track", "seed", "epochs", "file", "sha256"}], "size_bytes": int}``.
+  "runs": [{"run", "track", "seed", "epochs", "file", "sha256", "torch_threads"}], "size_bytes": int}``
+  (``torch_threads``: the CPU threads the run trained with; another count sums in another order,
+  so the trajectories differ from the first rounding on).
   ``config`` holds the :class:`~mdw_kit.experts.dual_track.DualTrackConfig` dict plus
   ``num_runs`` and ``tracks``.
 - ``run{r:03d}_{A|B}.safetensors``: tensor ``trajectory`` ``[E + 1, num_params]``
@@ -222,7 +224,8 @@ def _write_run(out: Path, run: int, res: DualTrackResult, header: dict[str, Any]
         save_tensors(out / name, {"trajectory": traj.to(DTYPES[header["dtype"]])},
                      {"run": run, "track": track, "build_key": key})
         entries.append({"run": run, "track": track, "seed": res.config.seed(track),
-                        "epochs": int(traj.shape[0] - 1), "file": name, "sha256": sha256_file(out / name)})
+                        "epochs": int(traj.shape[0] - 1), "file": name, "sha256": sha256_file(out / name),
+                        "torch_threads": torch.get_num_threads()})
     p = res.p_clean_at()
     tensors = {f"p_clean_{t}": v.double() for t, v in p.items()}
     tensors.update({f"noise_rank_{t}": v.double() for t, v in res.noise_rank_at().items()})

@@ -24,7 +24,7 @@ DISTILL = dict(iterations=2, syn_steps=2, batch_syn=4, segment_epochs=1, max_sta
                ceo_every=5, save_maps_every=0, checkpoint_every=0, progress=False, device="cpu")
 EVAL = dict(epochs=2, eval_every=1, full_epochs=1, device="cpu")
 RESULT_KEYS = {"method", "kind", "budget", "spec", "key", "mean", "sd", "val_mean", "per_seed", "eval",
-               "time_s", "peak_rss_mib", "cached"}
+               "time_s", "peak_rss_mib", "torch_threads", "cached"}
 
 
 @pytest.fixture(autouse=True, scope="module")

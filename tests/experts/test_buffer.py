@@ -64,6 +64,7 @@ def test_format_contract(reference, data):
     for e in idx["runs"]:
         assert e["file"] == run_file(e["run"], e["track"]) == f"run{e['run']:03d}_{e['track']}.safetensors"
         assert e["sha256"] == sha256_file(buf.path / e["file"]) and e["epochs"] == CFG.epochs
+        assert e["torch_threads"] == torch.get_num_threads()  # recorded: another count sums in another order
     assert [e["seed"] for e in idx["runs"]] == [0, 1, 1000, 1001]
     assert buf.num_trajectories == 2 * RUNS and buf.num_epochs == CFG.epochs
     traj = buf.trajectory(3)
