@@ -14,6 +14,9 @@ Methods (``region_maps(method=...)``), one :class:`MapMethod` class each in the 
 :data:`MAP_METHODS` (:func:`register_map_method` adds one):
 
 - ``"gradcam"``: Grad-CAM, ``relu(sum_c mean_hw(dS/dA_c) A_c)`` on the spatial map ``A``.
+- ``"gradcam_mixed"``: Grad-CAM of the mixed score ``sum_j w_ij S_ij`` over the top-``k`` texts,
+  one backward pass instead of ``k`` (the mix is taken before the ReLU and the scaling, so a text
+  with a weak map weighs in by its gradient rather than by a map scaled to 1).
 - ``"hirescam"``: ``relu(sum_c dS/dA_c * A_c)`` per position (faithful for flatten heads).
 - ``"guided"``: the upsampled Grad-CAM map times the normalised input-gradient
   magnitude, as Guided Grad-CAM sharpens a coarse map to pixel resolution.
@@ -217,6 +220,20 @@ class GradCAM(MapMethod):
         return _gradient_maps(model, x, text_emb, top_i, top_w, side, self.name, stage)
 
 
+class GradCAMMixed(GradCAM):
+    """Grad-CAM of the ``P~``-weighted sum of the top-``k`` scores: one backward pass per chunk."""
+
+    name = "gradcam_mixed"
+
+    def maps(self, model, x, text_emb, top_i, top_w, side, stage):
+        fmap = stage.pre(x.detach()).detach().requires_grad_(True)
+        score = "log_softmax" if stage.index is not None else "logit"
+        scores = _image_scores(model, stage.post(fmap), text_emb, score)
+        (g,) = torch.autograd.grad((scores.gather(1, top_i) * top_w).sum(), [fmap])
+        cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * fmap.detach()).sum(dim=1))
+        return _normalise_max(_resize(cam, side))
+
+
 class HiResCAM(GradCAM):
     """``relu(sum_c dS/dA_c * A_c)`` per position."""
 
@@ -280,7 +297,7 @@ def register_map_method(method: MapMethod) -> MapMethod:
     return method
 
 
-for _m in (GuidedGradCAM(), GradCAM(), HiResCAM(), Saliency(), SmoothGrad(), Occlusion()):
+for _m in (GuidedGradCAM(), GradCAM(), GradCAMMixed(), HiResCAM(), Saliency(), SmoothGrad(), Occlusion()):
     register_map_method(_m)
 METHODS = ("auto", *MAP_METHODS)  # the shipped choices of ``region_maps(method=...)``
 

@@ -24,15 +24,14 @@ Two forms map the logits to the matrix:
   entries barely learn (kept to read artifacts written with it).
 
 Measured (``benchmarks/bench_mechanisms.py``, ``shapes`` 600 images at 64 px, 50% noise,
-EfficientNet-Lite0 frozen, 100 pairs, 100 iterations; ``benchmarks/results/mechanisms_plain.json``
-and ``mechanisms_sigmoid_old.json``): with the defaults (``"exp"``, 10% off the diagonal at the
-start, ``lr_corr`` 0.2; 3 seeds) a row ends with 35% (sd 2%) of its mass off the diagonal, the
-Spearman correlation between ``P~_ij`` and the similarity of the captions nearest texts ``i`` and
-``j`` is 0.31 (sd 0.06) and scenes sharing an object get 1.74x (sd 0.10) the mass of scenes
-sharing none (the issue asked for 3x). The old setting (``"sigmoid"``, ``lr_corr`` 0.05; seeds 0
-and 1) moved from 3.3% to 7.4%, Spearman 0.24, 1.10x. Test R-sum was 464.8 (sd 6.7) with the
-defaults against 479.7 (sd 3.5) for the old setting: the correspondence that moves costs about
-15 R-sum here; ``corr_form="sigmoid", lr_corr=0.05`` gives the old behaviour back.
+EfficientNet-Lite0 frozen, 100 pairs, 100 iterations, ``lr_img`` 0.001, 3 seeds;
+``benchmarks/results/mechanisms_prior.json``, ``docs/results.md``): with the ``"exp"`` form (10%
+off the diagonal at the start, ``lr_corr`` 0.2) a row ends with 29% of its mass off the diagonal;
+the Spearman correlation between ``P~_ij`` and the similarity of the captions nearest texts ``i``
+and ``j`` is 0.25 and scenes sharing an object get 2.0x the mass of scenes sharing none. Started
+from the experts' prior (below, strength 1): 41% off the diagonal, Spearman 0.62, 3.3x, at the
+same R-sum. The old ``"sigmoid"`` form barely moved (3.3% to 7.4% with an earlier version of the
+code, ``mechanisms_sigmoid_old.json``); ``corr_form="sigmoid", lr_corr=0.05`` gives it back.
 
 A prior (``"exp"`` form, ``"full"`` and ``"lowrank"``): a fixed ``M x M`` offset added to the
 logits, zero on the diagonal, that spreads each row's starting off-diagonal share unevenly instead

@@ -85,7 +85,8 @@ def test_uniform_maps_change_nothing():
 
 
 # ------------------------------------------------------------------ maps
-@pytest.mark.parametrize("method", ["auto", "gradcam", "hirescam", "guided", "saliency", "smoothgrad", "occlusion"])
+@pytest.mark.parametrize("method", ["auto", "gradcam", "gradcam_mixed", "hirescam", "guided", "saliency", "smoothgrad",
+                                    "occlusion"])
 def test_region_maps_are_normalised_maps(method):
     model, (x, t) = tiny_model(), tiny_data(6)
     maps = region_maps(model, None, x, t, torch.eye(6), k=2, method=method)
@@ -182,7 +183,7 @@ def test_stages_resolve_to_their_feature_map(stage, side):
 
 
 @pytest.mark.parametrize("stage", ["stride2", 1, "last"])
-@pytest.mark.parametrize("method", ["gradcam", "hirescam", "guided"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam_mixed", "hirescam", "guided"])
 def test_feature_map_methods_return_the_stage_size_and_peak_on_the_object(method, stage):
     from mdw_kit.distill.feature_maps import resolve_stage
     model, (x, t) = colour_model(), red_square_scenes()
@@ -195,6 +196,24 @@ def test_feature_map_methods_return_the_stage_size_and_peak_on_the_object(method
     boxes = [[{"label": "red square", "box": RED_BOX}], [{"label": "red square", "box": [x0 + 16, y0, x1 + 16, y1]}]]
     assert peak_in_boxes(maps[:2], boxes).all()
     assert peak_in_boxes(native[:2], boxes, image_size=32).all()
+
+
+def test_mixed_gradcam_is_gradcam_for_one_text_and_mixes_before_the_relu_for_more(monkeypatch):
+    from mdw_kit.distill import ceo
+    model, (x, t) = tiny_model(), tiny_data(6)
+    P = torch.eye(6) + 0.3 * torch.roll(torch.eye(6), 1, dims=1)
+    one = {m: region_maps(model, None, x, t, P, k=1, method=m) for m in ("gradcam", "gradcam_mixed")}
+    assert torch.allclose(one["gradcam"], one["gradcam_mixed"], atol=1e-6)
+    two = {m: region_maps(model, None, x, t, P, k=2, method=m) for m in ("gradcam", "gradcam_mixed")}
+    assert not torch.allclose(two["gradcam"], two["gradcam_mixed"])
+    calls = []
+    grad = torch.autograd.grad
+    monkeypatch.setattr(ceo.torch.autograd, "grad", lambda *a, **k: calls.append(1) or grad(*a, **k))
+    region_maps(model, None, x, t, P, k=3, method="gradcam_mixed")
+    assert len(calls) == 1  # one backward pass for all k texts
+    calls.clear()
+    region_maps(model, None, x, t, P, k=3, method="gradcam")
+    assert len(calls) == 3
 
 
 @pytest.mark.parametrize("method", ["saliency", "occlusion"])
