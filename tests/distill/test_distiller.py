@@ -228,16 +228,18 @@ def test_callback_stats_and_run_folder(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["distill"]["iterations"] == 6
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
-    full = tiny_distiller(run_dir=tmp_path / "full").run()
+@pytest.mark.parametrize("prior", [0.0, 1.0])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, prior):
+    full = tiny_distiller(run_dir=tmp_path / "full", corr_prior_scale=prior).run()
+    assert full.corr.has_prior == (prior > 0)
 
     def kill(it, stats):
         if it == 5:
             raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        tiny_distiller(run_dir=tmp_path / "cut", callback=kill).run()
-    resumed = tiny_distiller(run_dir=tmp_path / "cut")
+        tiny_distiller(run_dir=tmp_path / "cut", callback=kill, corr_prior_scale=prior).run()
+    resumed = tiny_distiller(run_dir=tmp_path / "cut", corr_prior_scale=prior)
     done = []
     resumed.callback = lambda it, s: done.append(it)
     syn = resumed.run()
@@ -245,7 +247,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
     assert same_state(syn, full)
     assert len(resumed.history) == 6
     with pytest.raises(ArtifactError, match="other settings"):
-        tiny_distiller(run_dir=tmp_path / "cut", lr_img=0.5).run()
+        tiny_distiller(run_dir=tmp_path / "cut", lr_img=0.5, corr_prior_scale=prior).run()
+    with pytest.raises(ArtifactError, match="other settings"):  # the prior decides the start: not resumable
+        tiny_distiller(run_dir=tmp_path / "cut", corr_prior_scale=0.5).run()
 
 
 def test_nan_loss_is_caught_reverted_and_step_sizes_halved(tmp_path, monkeypatch):
