@@ -126,6 +126,8 @@ class DistillConfig(ConfigMixin):
             a fixed prior of the logits (:func:`~mdw_kit.distill.correspondence.similarity_prior`):
             each row keeps its ``corr_off_share`` off the diagonal but gives it to the texts the
             experts match with the image. Needs ``corr`` ``full`` or ``lowrank`` and form ``exp``.
+            The method ``mdw`` (and its ablations with a learnable ``P~``) sets
+            :data:`~mdw_kit.distill.methods.MDW_PRIOR`; a bare ``DistillConfig`` has none.
         ceo_beta, ceo_k, ceo_every, ceo_clip, ceo_method: CEO strength (0 = off), top-k texts per
             image, map refresh interval, clip of the pixel weights, map method (see
             :func:`~mdw_kit.distill.ceo.region_maps`).
