@@ -52,15 +52,23 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def distil_one(mk, data, buf, cfg: dict, seed: int, iterations: int, folder: Path):
-    """The distilled set of one (variant, seed), from ``folder`` when a finished one is there."""
+    """The distilled set of one (variant, seed), from ``folder`` when a finished one made with the
+    same settings is there; one made with others (a variant renamed, a default changed) is an error."""
+    from mdw_kit.distill.methods import result_relevant
     from mdw_kit.distill.synthetic import DistilledSet
-    art = folder / "artifacts" / "distilled"
-    if (art / "distilled.json").exists():
-        return DistilledSet.load(art)
     cfg = dict(cfg)
     method = cfg.pop("method", "mdw")
     config = {**cfg, "seed": seed, "iterations": iterations, "save_maps_every": iterations, "progress": False}
-    return mk.distill(data, buf, method=method, budget=100, config=config, run_dir=folder)
+    dist = mk.distiller(data, buf, method=method, budget=100, config=config, run_dir=folder)
+    art = folder / "artifacts" / "distilled"
+    if (art / "distilled.json").exists():
+        syn = DistilledSet.load(art)
+        changed = dist.cfg.changed_fields((syn.meta or {}).get("config") or {}, keys=list(result_relevant(dist.cfg)))
+        if changed:
+            raise SystemExit(f"error: {art} was distilled with other settings ({', '.join(changed)}); "
+                             "give the variant another name or move that folder away")
+        return syn
+    return dist.run()
 
 
 def row_for(mk, viz, diag, syn, data, reference, eval_seeds) -> dict:

@@ -36,19 +36,46 @@ def test_summary_skips_a_figure_undefined_for_one_seed(bench):
     assert "variant" not in out
 
 
+class FakeDistiller:
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def run(self):
+        return "set"
+
+
+def stages(calls: list, **cfg_kw):
+    """Stands in for mdw_kit: records what distil_one asks the stage API for."""
+    from mdw_kit.distill.distiller import DistillConfig
+
+    class Stages:
+        @staticmethod
+        def distiller(data, buf, method, budget, config, run_dir):
+            calls.append((method, config))
+            return FakeDistiller(DistillConfig(num_pairs=budget, **cfg_kw))
+    return Stages
+
+
 def test_a_variant_can_name_another_method(bench, tmp_path):
     calls = []
-
-    class Stages:  # stands in for mdw_kit: records what distil_one asks the stage API for
-        @staticmethod
-        def distill(data, buf, method, budget, config, run_dir):
-            calls.append((method, config))
-            return "set"
-
     _, cfg = bench.parse_variant('no_ceo={"method": "mdw_no_ceo", "lr_img": 0.001}')
-    assert bench.distil_one(Stages, None, None, cfg, 2, 5, tmp_path / "a") == "set"
-    assert bench.distil_one(Stages, None, None, {}, 0, 5, tmp_path / "b") == "set"
+    assert bench.distil_one(stages(calls), None, None, cfg, 2, 5, tmp_path / "a") == "set"
+    assert bench.distil_one(stages(calls), None, None, {}, 0, 5, tmp_path / "b") == "set"
     (m1, c1), (m2, _) = calls
     assert (m1, m2) == ("mdw_no_ceo", "mdw")
     assert "method" not in c1 and c1["lr_img"] == 0.001 and c1["seed"] == 2 and c1["iterations"] == 5
     assert cfg == {"method": "mdw_no_ceo", "lr_img": 0.001}  # the variant itself is not changed
+
+
+def test_a_finished_set_is_reused_only_when_made_with_the_same_settings(bench, tmp_path):
+    import torch
+    from mdw_kit.distill.distiller import DistillConfig
+    from mdw_kit.distill.synthetic import DistilledSet
+    folder = tmp_path / "v" / "seed0"
+    made = DistillConfig(num_pairs=100, lr_img=0.001)
+    DistilledSet.from_pairs(torch.rand(4, 3, 8, 8), torch.randn(4, 6), [0, 1, 2],
+                            meta={"config": made.to_dict()}).save(folder / "artifacts" / "distilled")
+    same = bench.distil_one(stages([], lr_img=0.001), None, None, {}, 0, 5, folder)
+    assert isinstance(same, DistilledSet) and same.num_pairs == 3
+    with pytest.raises(SystemExit, match=r"other settings \(corr_prior_scale\)"):
+        bench.distil_one(stages([], lr_img=0.001, corr_prior_scale=1.0), None, None, {}, 0, 5, folder)
